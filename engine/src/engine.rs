@@ -1,0 +1,219 @@
+//! [`Engine`]: the store, the projections and the writer thread behind one handle.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::clock::Clock;
+use crate::command::{Command, Outcome};
+use crate::log::writer::{self, Done, Stats, Writer};
+use crate::projection::{self, Progress, Projection, events::EventStore};
+use crate::query::Reader;
+use crate::store::{self, Backend, Table};
+use crate::{Error, Result};
+
+/// How to open an engine.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Options {
+    /// Directory holding the store; created if missing.
+    pub data_dir: PathBuf,
+    /// Storage backend.
+    pub backend: store::Kind,
+    /// Group-commit settings.
+    pub writer: writer::Options,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            data_dir: PathBuf::from("memlog-data"),
+            backend: store::Kind::Redb,
+            writer: writer::Options::default(),
+        }
+    }
+}
+
+/// A running engine. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    handle: Option<writer::Handle>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    stats: Arc<Stats>,
+    data_dir: PathBuf,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping the last sender ends the writer loop once the queue is drained.
+        self.handle.take();
+        if let Ok(mut t) = self.thread.lock() {
+            if let Some(t) = t.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The synchronous projections, applied in the writer's commit.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(EventStore)]
+}
+
+/// What `replay` did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReplayReport {
+    pub backend: &'static str,
+    pub entries: u64,
+    pub digest_before: String,
+    pub digest_after: String,
+    pub rows: Vec<(String, u64)>,
+    pub seconds: f64,
+}
+
+impl ReplayReport {
+    pub fn identical(&self) -> bool {
+        self.digest_before == self.digest_after
+    }
+}
+
+fn projection_tables(ps: &[Arc<dyn Projection>]) -> Vec<Table> {
+    ps.iter().flat_map(|p| p.tables().iter().copied()).collect()
+}
+
+impl Engine {
+    /// Opens the store, catches every projection up with the log, starts the writer.
+    pub fn open(options: &Options, clock: Arc<dyn Clock>) -> Result<Engine> {
+        let backend: Arc<dyn Backend> = Arc::from(store::open(options.backend, &options.data_dir)?);
+        let projections = projections();
+        for p in &projections {
+            let done = projection::catch_up(&*backend, &**p, &mut |pr| {
+                tracing::info!(
+                    projection = pr.projection,
+                    applied = pr.applied,
+                    to = pr.to.0,
+                    "catching up"
+                );
+            })?;
+            if done.applied > 0 {
+                tracing::info!(
+                    projection = done.projection,
+                    applied = done.applied,
+                    "caught up"
+                );
+            }
+        }
+        let stats = Arc::new(Stats::default());
+        let last = projection::last_lsn(&*backend.snapshot()?)?;
+        stats
+            .last_lsn
+            .store(last.0, std::sync::atomic::Ordering::Relaxed);
+        let (handle, rx) = writer::channel(&options.writer);
+        let w = Writer {
+            backend: backend.clone(),
+            projections,
+            clock,
+            rx,
+            options: options.writer.clone(),
+            stats: stats.clone(),
+            rng: fastrand::Rng::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("memlog-writer".into())
+            .spawn(move || w.run())
+            .map_err(|e| Error::Storage {
+                path: options.data_dir.clone(),
+                message: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                backend,
+                handle: Some(handle),
+                thread: Mutex::new(Some(thread)),
+                stats,
+                data_dir: options.data_dir.clone(),
+            }),
+        })
+    }
+
+    fn handle(&self) -> Result<&writer::Handle> {
+        self.inner.handle.as_ref().ok_or(Error::Closed)
+    }
+
+    /// Queues a command; `done` runs (on the writer thread: keep it short) once the outcome
+    /// is durable or has failed.
+    pub fn submit(&self, cmd: Command, done: Done) {
+        match self.handle() {
+            Ok(h) => h.submit(cmd, done),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// Runs a command and blocks until it is durable.
+    pub fn execute(&self, cmd: Command) -> Result<Outcome> {
+        self.handle()?.execute(cmd)
+    }
+
+    /// A consistent read view.
+    pub fn reader(&self) -> Result<Reader<'_>> {
+        Ok(Reader {
+            snap: self.inner.backend.snapshot()?,
+            path: self.inner.backend.path(),
+        })
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Digest of every projection table (see [`projection::digest`]).
+    pub fn projection_digest(&self) -> Result<(u64, Vec<(Table, u64)>)> {
+        let snap = self.inner.backend.snapshot()?;
+        projection::digest(&*snap, &projection_tables(&projections()))
+    }
+
+    /// Rebuilds every projection from LSN 1 (no server may have the store open) and
+    /// reports whether the result is byte-identical to what was there before.
+    pub fn replay(
+        options: &Options,
+        on_progress: &mut dyn FnMut(&Progress),
+    ) -> Result<ReplayReport> {
+        let started = std::time::Instant::now();
+        let backend = store::open(options.backend, &options.data_dir)?;
+        let projections = projections();
+        let tables = projection_tables(&projections);
+        // Bring the projections level with the log first, so "before" is comparable.
+        for p in &projections {
+            projection::catch_up(&*backend, &**p, &mut |_| {})?;
+        }
+        let (before, _) = projection::digest(&*backend.snapshot()?, &tables)?;
+        let mut entries = 0;
+        for p in &projections {
+            entries = projection::rebuild(&*backend, &**p, on_progress)?.applied;
+        }
+        let (after, rows) = projection::digest(&*backend.snapshot()?, &tables)?;
+        Ok(ReplayReport {
+            backend: backend.name(),
+            entries,
+            digest_before: format!("{before:016x}"),
+            digest_after: format!("{after:016x}"),
+            rows: rows
+                .into_iter()
+                .map(|(t, n)| (t.name().to_owned(), n))
+                .collect(),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}

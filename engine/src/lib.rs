@@ -1,0 +1,29 @@
+//! memlog's engine: the durable, append-only log that is the source of truth, the stores
+//! and projections derived from it, and replay. Synchronous; no network I/O.
+//!
+//! # Layout
+//!
+//! - [`types`]: ids (newtypes that validate), timestamps, events, memories.
+//! - [`log`]: entries (LSN, time, versioned body) and the group-committing [`log::writer`].
+//! - [`store`]: the narrow storage trait and its redb (default) and sled backends.
+//! - [`projection`]: consumers of the log with checkpoints; [`projection::events`] is the
+//!   event store, updated in the same commit as the log.
+//! - [`command`]: what callers ask for, validated and turned into log entries.
+//! - [`query`]: reads over a snapshot (list/get with AgentCore's filters and pagination).
+//! - [`strategy`]: memory strategy configuration as stored.
+//! - [`clock`]: injectable time.
+//! - [`engine`]: [`Engine`], the handle that ties them together.
+
+pub mod clock;
+pub mod command;
+pub mod engine;
+mod error;
+pub mod log;
+pub mod projection;
+pub mod query;
+pub mod store;
+pub mod strategy;
+pub mod types;
+
+pub use engine::{Engine, Options, ReplayReport};
+pub use error::{Error, Result};

@@ -1,0 +1,149 @@
+//! The log: an append-only, totally ordered sequence of entries, the source of truth.
+//!
+//! ```text
+//!   LSN 1  MemoryCreated   ┐
+//!   LSN 2  EventCreated    │  each entry: lsn, timestamp, a typed body,
+//!   LSN 3  EventCreated    │  encoded as versioned JSON ({"v":1,...})
+//!   LSN 4  EventDeleted    ┘  entries are never mutated
+//! ```
+//!
+//! Entries are written only by the [`writer`], which assigns LSNs and group-commits many
+//! requests into one durable transaction together with the synchronous projections.
+
+pub mod writer;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ActorId, Event, EventId, Lsn, Memory, MemoryId, SessionId, Timestamp};
+use crate::{Error, Result};
+
+/// The version written into every encoded entry. Bump it when a body changes shape in a
+/// way old readers cannot decode, and keep decoding the old versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The full address of an event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventKey {
+    pub memory_id: MemoryId,
+    pub actor_id: ActorId,
+    pub session_id: SessionId,
+    pub event_id: EventId,
+}
+
+/// What happened. One variant per kind of state change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum Body {
+    MemoryCreated {
+        memory: Memory,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_token: Option<String>,
+    },
+    /// The memory's full new configuration.
+    MemoryUpdated {
+        memory: Memory,
+    },
+    /// The memory and all its events are gone.
+    MemoryDeleted {
+        memory_id: MemoryId,
+    },
+    EventCreated {
+        event: Event,
+    },
+    EventDeleted {
+        key: EventKey,
+    },
+    /// Events that outlived the memory's `eventExpiryDuration` at `cutoff`.
+    EventExpired {
+        memory_id: MemoryId,
+        cutoff: Timestamp,
+        events: Vec<EventKey>,
+    },
+}
+
+impl Body {
+    /// A short name for logs and reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::MemoryCreated { .. } => "MemoryCreated",
+            Body::MemoryUpdated { .. } => "MemoryUpdated",
+            Body::MemoryDeleted { .. } => "MemoryDeleted",
+            Body::EventCreated { .. } => "EventCreated",
+            Body::EventDeleted { .. } => "EventDeleted",
+            Body::EventExpired { .. } => "EventExpired",
+        }
+    }
+}
+
+/// One entry of the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub lsn: Lsn,
+    /// When the entry was written (the engine's clock), never decreasing along the log.
+    pub at: Timestamp,
+    pub body: Body,
+}
+
+#[derive(Serialize)]
+struct EncodeEnvelope<'a> {
+    v: u32,
+    lsn: Lsn,
+    at: Timestamp,
+    body: &'a Body,
+}
+
+#[derive(Deserialize)]
+struct DecodeEnvelope {
+    v: u32,
+    lsn: Lsn,
+    at: Timestamp,
+    body: serde_json::Value,
+}
+
+impl Entry {
+    /// The stored form: `{"v":1,"lsn":…,"at":…,"body":{"type":…,…}}`.
+    pub fn encode(&self) -> Vec<u8> {
+        let env = EncodeEnvelope {
+            v: FORMAT_VERSION,
+            lsn: self.lsn,
+            at: self.at,
+            body: &self.body,
+        };
+        // Serializing these types cannot fail: no maps with non-string keys, no
+        // fallible Serialize impls.
+        serde_json::to_vec(&env).unwrap_or_default()
+    }
+
+    /// Decodes a stored entry; `Err(message)` says what is wrong with the bytes.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Entry, String> {
+        let env: DecodeEnvelope =
+            serde_json::from_slice(bytes).map_err(|e| format!("log entry is not valid: {e}"))?;
+        if env.v != FORMAT_VERSION {
+            return Err(format!(
+                "log entry {} has format version {}, this build reads version {FORMAT_VERSION}",
+                env.lsn, env.v
+            ));
+        }
+        let body = serde_json::from_value(env.body)
+            .map_err(|e| format!("log entry {} has an unreadable body: {e}", env.lsn))?;
+        Ok(Entry {
+            lsn: env.lsn,
+            at: env.at,
+            body,
+        })
+    }
+}
+
+/// The key of an entry in the log table: the LSN, big-endian so keys sort by LSN.
+pub fn key(lsn: Lsn) -> [u8; 8] {
+    lsn.0.to_be_bytes()
+}
+
+/// Reads an LSN back from a log-table key.
+pub fn lsn_of_key(key: &[u8]) -> Result<Lsn, Error> {
+    let arr: [u8; 8] = key
+        .try_into()
+        .map_err(|_| Error::invalid(format!("log key of {} bytes", key.len())))?;
+    Ok(Lsn(u64::from_be_bytes(arr)))
+}

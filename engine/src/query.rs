@@ -1,0 +1,405 @@
+//! Reads: memories, events, sessions and actors from a consistent snapshot, with
+//! AgentCore's filters and opaque pagination tokens.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use crate::log::{Body, Entry, EventKey};
+use crate::projection::events::{self, EventRow, SessionRow};
+use crate::store::{KeyRange, Snapshot, Table};
+use crate::types::{
+    ActorId, BranchName, Event, EventId, MAIN_BRANCH, Memory, MemoryId, SessionId, SessionSummary,
+    Timestamp,
+};
+use crate::{Error, Result};
+
+/// A page request: at most `max_results`, continuing after `next_token`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub max_results: usize,
+    pub next_token: Option<String>,
+}
+
+impl Page {
+    pub const DEFAULT_MAX: usize = 20;
+    pub const LIMIT: usize = 100;
+
+    pub fn new(max_results: Option<usize>, next_token: Option<String>) -> Result<Page> {
+        let max = max_results.unwrap_or(Self::DEFAULT_MAX);
+        if !(1..=Self::LIMIT).contains(&max) {
+            return Err(Error::invalid(format!(
+                "maxResults must be between 1 and {}, got {max}",
+                Self::LIMIT
+            )));
+        }
+        Ok(Page {
+            max_results: max,
+            next_token,
+        })
+    }
+}
+
+/// One page of results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_token: Option<String>,
+}
+
+/// How an event-metadata filter compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataOp {
+    EqualsTo(String),
+    Exists,
+    NotExists,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataFilter {
+    pub key: String,
+    pub op: MetadataOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchFilter {
+    pub name: BranchName,
+    /// Also the events of the parent branches up to (and including) each fork point.
+    pub include_parent_branches: bool,
+}
+
+/// ListEvents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventQuery {
+    pub memory_id: MemoryId,
+    pub actor_id: ActorId,
+    pub session_id: SessionId,
+    pub branch: Option<BranchFilter>,
+    pub metadata: Vec<MetadataFilter>,
+    /// When false, events come back with an empty payload.
+    pub include_payloads: bool,
+}
+
+/// A read view over one snapshot.
+pub struct Reader<'a> {
+    pub(crate) snap: Box<dyn Snapshot + 'a>,
+    pub(crate) path: &'a Path,
+}
+
+fn encode_token(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_token(token: &str, prefix: &[u8]) -> Result<Vec<u8>> {
+    let bad = || Error::invalid("nextToken is not valid for this request");
+    if token.len() % 2 != 0 || token.len() > 4096 {
+        return Err(bad());
+    }
+    let key = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            token
+                .get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    if !key.starts_with(prefix) {
+        return Err(bad());
+    }
+    Ok(key)
+}
+
+/// The range of `prefix` that lies after the token's key (or before it, reversed).
+fn page_range(prefix: &[u8], page: &Page, reverse: bool) -> Result<KeyRange> {
+    let mut r = KeyRange::prefix(prefix);
+    if let Some(t) = &page.next_token {
+        let key = decode_token(t, prefix)?;
+        if reverse {
+            r.end = Bound::Excluded(key);
+        } else {
+            r.start = Bound::Excluded(key);
+        }
+    }
+    Ok(r)
+}
+
+fn branch_name(b: &Option<BranchName>) -> &str {
+    b.as_ref().map_or(MAIN_BRANCH, BranchName::as_str)
+}
+
+impl Reader<'_> {
+    fn corrupt(&self, message: impl Into<String>) -> Error {
+        Error::Corruption {
+            path: self.path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
+    /// The LSN of the last committed entry.
+    pub fn last_lsn(&self) -> Result<crate::types::Lsn> {
+        crate::projection::last_lsn(&*self.snap)
+    }
+
+    /// One log entry.
+    pub fn entry(&self, lsn: crate::types::Lsn) -> Result<Option<Entry>> {
+        match self.snap.get(Table::Log, &crate::log::key(lsn))? {
+            Some(b) => Entry::decode(&b).map(Some).map_err(|m| self.corrupt(m)),
+            None => Ok(None),
+        }
+    }
+
+    /// Log entries with LSN ≥ `from`, in order.
+    pub fn entries_from(
+        &self,
+        from: crate::types::Lsn,
+    ) -> Result<impl Iterator<Item = Result<Entry>> + '_> {
+        let range = KeyRange {
+            start: Bound::Included(crate::log::key(from).to_vec()),
+            end: Bound::Unbounded,
+        };
+        Ok(self
+            .snap
+            .range(Table::Log, &range, false)?
+            .map(|r| r.and_then(|(_, v)| Entry::decode(&v).map_err(|m| self.corrupt(m)))))
+    }
+
+    pub fn get_memory(&self, id: &MemoryId) -> Result<Memory> {
+        match self.snap.get(Table::Memories, id.as_str().as_bytes())? {
+            Some(b) => events::decode_memory(&b),
+            None => Err(Error::not_found(format!("memory {id} not found"))),
+        }
+    }
+
+    pub fn list_memories(&self, page: &Page) -> Result<Listing<Memory>> {
+        let range = page_range(b"", page, false)?;
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for r in self.snap.range(Table::Memories, &range, false)? {
+            let (k, v) = r?;
+            if items.len() == page.max_results {
+                more = true;
+                break;
+            }
+            items.push(events::decode_memory(&v)?);
+            last = Some(k);
+        }
+        Ok(Listing {
+            items,
+            next_token: if more {
+                last.as_deref().map(encode_token)
+            } else {
+                None
+            },
+        })
+    }
+
+    fn event_at(&self, row: &EventRow) -> Result<Event> {
+        match self.entry(row.lsn)? {
+            Some(Entry {
+                body: Body::EventCreated { event },
+                ..
+            }) => Ok(event),
+            _ => Err(self.corrupt(format!(
+                "event row points at LSN {} which holds no EventCreated",
+                row.lsn
+            ))),
+        }
+    }
+
+    pub fn get_event(&self, key: &EventKey) -> Result<Event> {
+        self.get_memory(&key.memory_id)?;
+        let row = self
+            .snap
+            .get(Table::Events, &events::event_key(key))?
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "event {} not found in session {} of actor {}",
+                    key.event_id, key.session_id, key.actor_id
+                ))
+            })?;
+        let row = EventRow::decode(&row).ok_or_else(|| self.corrupt("unreadable event row"))?;
+        self.event_at(&row)
+    }
+
+    /// Which (branch, newest allowed event id) pairs a branch filter admits.
+    fn branch_scope(&self, q: &EventQuery) -> Result<Option<Vec<(String, Option<EventId>)>>> {
+        let Some(filter) = &q.branch else {
+            return Ok(None);
+        };
+        let mut scope = vec![(filter.name.as_str().to_owned(), None)];
+        if !filter.include_parent_branches {
+            return Ok(Some(scope));
+        }
+        let prefix = events::session_events_prefix(&q.memory_id, &q.actor_id, &q.session_id);
+        let mut current = filter.name.as_str().to_owned();
+        // Walk up the fork points: branch → its root event → that event's branch → …
+        for _ in 0..64 {
+            if current == MAIN_BRANCH {
+                break;
+            }
+            let mut root = None;
+            for r in self
+                .snap
+                .range(Table::Events, &KeyRange::prefix(&prefix), false)?
+            {
+                let (_, v) = r?;
+                let row =
+                    EventRow::decode(&v).ok_or_else(|| self.corrupt("unreadable event row"))?;
+                if branch_name(&row.branch) == current && row.root_event_id.is_some() {
+                    root = row.root_event_id;
+                    break;
+                }
+            }
+            let Some(root) = root else { break };
+            let mut key = prefix.clone();
+            key.extend_from_slice(root.as_str().as_bytes());
+            let Some(v) = self.snap.get(Table::Events, &key)? else {
+                break;
+            };
+            let row = EventRow::decode(&v).ok_or_else(|| self.corrupt("unreadable event row"))?;
+            let parent = branch_name(&row.branch).to_owned();
+            if scope.iter().any(|(b, _)| *b == parent) {
+                break; // a cycle: stop rather than loop
+            }
+            scope.push((parent.clone(), Some(root)));
+            current = parent;
+        }
+        Ok(Some(scope))
+    }
+
+    /// ListEvents: newest first.
+    pub fn list_events(&self, q: &EventQuery, page: &Page) -> Result<Listing<Event>> {
+        self.get_memory(&q.memory_id)?;
+        let scope = self.branch_scope(q)?;
+        let prefix = events::session_events_prefix(&q.memory_id, &q.actor_id, &q.session_id);
+        let range = page_range(&prefix, page, true)?;
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for r in self.snap.range(Table::Events, &range, true)? {
+            let (k, v) = r?;
+            let row = EventRow::decode(&v).ok_or_else(|| self.corrupt("unreadable event row"))?;
+            if let Some(scope) = &scope {
+                let id = k.get(prefix.len()..).unwrap_or_default();
+                let name = branch_name(&row.branch);
+                let admitted = scope.iter().any(|(b, upto)| {
+                    b == name && upto.as_ref().is_none_or(|u| id <= u.as_str().as_bytes())
+                });
+                if !admitted {
+                    continue;
+                }
+            }
+            let mut event = self.event_at(&row)?;
+            if !q.metadata.iter().all(|f| {
+                let v = event.metadata.get(&f.key);
+                match &f.op {
+                    MetadataOp::Exists => v.is_some(),
+                    MetadataOp::NotExists => v.is_none(),
+                    MetadataOp::EqualsTo(want) => v.is_some_and(|v| v.string_value == *want),
+                }
+            }) {
+                continue;
+            }
+            if items.len() == page.max_results {
+                more = true;
+                break;
+            }
+            if !q.include_payloads {
+                event.payload.clear();
+            }
+            items.push(event);
+            last = Some(k);
+        }
+        Ok(Listing {
+            items,
+            next_token: if more {
+                last.as_deref().map(encode_token)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// ListSessions of one actor, in session-id order.
+    pub fn list_sessions(
+        &self,
+        memory: &MemoryId,
+        actor: &ActorId,
+        only_with_events: bool,
+        page: &Page,
+    ) -> Result<Listing<SessionSummary>> {
+        self.get_memory(memory)?;
+        let mut prefix = events::actor_key(memory, actor);
+        prefix.push(0);
+        let range = page_range(&prefix, page, false)?;
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for r in self.snap.range(Table::Sessions, &range, false)? {
+            let (k, v) = r?;
+            let row =
+                SessionRow::decode(&v).ok_or_else(|| self.corrupt("unreadable session row"))?;
+            if only_with_events && row.live_events == 0 {
+                continue;
+            }
+            if items.len() == page.max_results {
+                more = true;
+                break;
+            }
+            let sid = std::str::from_utf8(k.get(prefix.len()..).unwrap_or_default())
+                .map_err(|_| self.corrupt("session key is not UTF-8"))?;
+            items.push(SessionSummary {
+                actor_id: actor.clone(),
+                session_id: SessionId::parse(sid)?,
+                created_at: row.created_at,
+                event_count: row.live_events,
+            });
+            last = Some(k);
+        }
+        Ok(Listing {
+            items,
+            next_token: if more {
+                last.as_deref().map(encode_token)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// ListActors, in actor-id order, with when each was first seen.
+    pub fn list_actors(
+        &self,
+        memory: &MemoryId,
+        page: &Page,
+    ) -> Result<Listing<(ActorId, Timestamp)>> {
+        self.get_memory(memory)?;
+        let prefix = events::memory_prefix(memory);
+        let range = page_range(&prefix, page, false)?;
+        let mut items = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for r in self.snap.range(Table::Actors, &range, false)? {
+            let (k, v) = r?;
+            if items.len() == page.max_results {
+                more = true;
+                break;
+            }
+            let aid = std::str::from_utf8(k.get(prefix.len()..).unwrap_or_default())
+                .map_err(|_| self.corrupt("actor key is not UTF-8"))?;
+            let created: [u8; 8] = v
+                .try_into()
+                .map_err(|_| self.corrupt("unreadable actor row"))?;
+            items.push((ActorId::parse(aid)?, Timestamp(u64::from_be_bytes(created))));
+            last = Some(k);
+        }
+        Ok(Listing {
+            items,
+            next_token: if more {
+                last.as_deref().map(encode_token)
+            } else {
+                None
+            },
+        })
+    }
+}

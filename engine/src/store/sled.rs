@@ -1,0 +1,119 @@
+//! The sled 0.34 backend (cargo feature `sled`). One tree; keys carry a one-byte table
+//! tag. A commit is one atomic `apply_batch` followed by `flush`, which survives
+//! `kill -9` but, because sled 0.34 never calls fsync, not power loss.
+
+use std::path::{Path, PathBuf};
+
+use super::{Backend, KeyRange, KvIter, Snapshot, Table, Write, prefix_successor};
+use crate::{Error, Result};
+
+pub struct Sled {
+    tree: sled::Db,
+    path: PathBuf,
+}
+
+impl Sled {
+    pub fn open(path: &Path) -> Result<Sled> {
+        let tree = sled::open(path).map_err(|e| storage(path, e))?;
+        Ok(Sled {
+            tree,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn storage(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn tagged(t: Table, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(t.tag());
+    k.extend_from_slice(key);
+    k
+}
+
+fn tagged_bound(t: Table, b: &std::ops::Bound<Vec<u8>>, is_end: bool) -> std::ops::Bound<Vec<u8>> {
+    use std::ops::Bound::*;
+    match b {
+        Included(v) => Included(tagged(t, v)),
+        Excluded(v) => Excluded(tagged(t, v)),
+        Unbounded if is_end => match prefix_successor(&[t.tag()]) {
+            Some(e) => Excluded(e),
+            None => Unbounded,
+        },
+        Unbounded => Included(vec![t.tag()]),
+    }
+}
+
+struct SledSnapshot<'a>(&'a Sled);
+
+impl Snapshot for SledSnapshot<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .0
+            .tree
+            .get(tagged(table, key))
+            .map_err(|e| storage(&self.0.path, e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn range(&self, table: Table, range: &KeyRange, reverse: bool) -> Result<KvIter<'_>> {
+        if range.is_empty() {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        let r = (
+            tagged_bound(table, &range.start, false),
+            tagged_bound(table, &range.end, true),
+        );
+        let iter = self.0.tree.range(r);
+        let path = self.0.path.clone();
+        let map = move |item: sled::Result<(sled::IVec, sled::IVec)>| {
+            item.map(|(k, v)| (k[1..].to_vec(), v.to_vec()))
+                .map_err(|e| storage(&path, e))
+        };
+        if reverse {
+            Ok(Box::new(iter.rev().map(map)))
+        } else {
+            Ok(Box::new(iter.map(map)))
+        }
+    }
+}
+
+impl Backend for Sled {
+    fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
+        Ok(Box::new(SledSnapshot(self)))
+    }
+
+    fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for w in writes {
+            match w {
+                Write::Put(t, k, v) => batch.insert(tagged(t, &k), v),
+                Write::Delete(t, k) => batch.remove(tagged(t, &k)),
+                Write::Clear(t) => {
+                    for item in self.tree.scan_prefix([t.tag()]) {
+                        let (k, _) = item.map_err(|e| storage(&self.path, e))?;
+                        batch.remove(k);
+                    }
+                }
+            }
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| storage(&self.path, e))?;
+        self.tree.flush().map_err(|e| storage(&self.path, e))?;
+        Ok(())
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn name(&self) -> &'static str {
+        "sled"
+    }
+}

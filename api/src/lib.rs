@@ -1,1 +1,15 @@
+//! memlog's HTTP server: AgentCore's Memory API (control and data plane) over the engine,
+//! plus `/health` and `/openapi.json`. The only crate that knows HTTP.
+//!
+//! # Layout
+//!
+//! - [`error`]: [`error::ApiError`], mapped exhaustively to AgentCore's error names.
+//! - [`wire`]: request and response shapes, and the JSON extractor that turns every parse
+//!   failure into a ValidationException.
+//! - [`routes`]: the handlers and the router (with its OpenAPI document).
+//! - [`server`]: middleware, the event-expiry task, graceful shutdown.
 
+pub mod error;
+pub mod routes;
+pub mod server;
+pub mod wire;

@@ -1,1 +1,262 @@
-fn main() {}
+//! The `memlog` binary: serve the API, replay the log, run benchmarks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use memlog_engine::clock::SystemClock;
+use memlog_engine::{Engine, store};
+
+/// memlog — event-sourced memory for AI agents, with Amazon Bedrock AgentCore's Memory API.
+///
+/// Agents write conversation turns as events into an append-only log; memlog serves them
+/// back over AgentCore-compatible HTTP+JSON, so boto3 and the AgentCore SDK work against it
+/// unchanged (point AWS_ENDPOINT_URL_BEDROCK_AGENTCORE[_CONTROL] at the server).
+#[derive(Parser)]
+#[command(name = "memlog", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the HTTP server (control and data plane on one port).
+    Serve(ServeArgs),
+    /// Rebuild every projection from the log and check the result is byte-identical.
+    ///
+    /// Stop the server first: the store can be open in one process only.
+    Replay(StoreArgs),
+    /// Benchmarks; reports go to --out as report.json and report.md.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Args, Clone)]
+struct StoreArgs {
+    /// Directory holding the data (created if missing).
+    #[arg(long, env = "MEMLOG_DATA_DIR", default_value = "./memlog-data")]
+    data_dir: PathBuf,
+    /// Storage backend: redb (default, fsync per commit) or sled (build with --features sled;
+    /// not power-loss safe).
+    #[arg(long, env = "MEMLOG_BACKEND", default_value = "redb")]
+    backend: store::Kind,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, env = "MEMLOG_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Largest request body accepted, in MiB.
+    #[arg(long, env = "MEMLOG_BODY_LIMIT_MB", default_value_t = 16)]
+    body_limit_mb: usize,
+    /// Milliseconds a request may take before it is answered with a ServiceException.
+    #[arg(long, env = "MEMLOG_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    request_timeout_ms: u64,
+    /// Write requests that may wait for the writer; more are refused with ThrottledException.
+    #[arg(long, env = "MEMLOG_WRITE_QUEUE", default_value_t = 16_384)]
+    write_queue: usize,
+    /// Seconds between sweeps that expire old events.
+    #[arg(long, env = "MEMLOG_EXPIRY_INTERVAL_SECS", default_value_t = 60)]
+    expiry_interval_secs: u64,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// CreateEvent and ListEvents over HTTP with N concurrent clients against a fresh server.
+    Ingest(IngestArgs),
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// Events to create (after a warm-up).
+    #[arg(long, default_value_t = 50_000)]
+    events: u64,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// ListEvents requests to time.
+    #[arg(long, default_value_t = 2_000)]
+    list_requests: u64,
+    /// Where report.json and report.md go.
+    #[arg(long, default_value = "bench-out/ingest")]
+    out: PathBuf,
+    /// Data directory for the server (default: a fresh temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Storage backend under test.
+    #[arg(long, default_value = "redb")]
+    backend: store::Kind,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEMLOG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn open_engine(store: &StoreArgs, write_queue: Option<usize>) -> anyhow::Result<Engine> {
+    let mut options = memlog_engine::Options {
+        data_dir: store.data_dir.clone(),
+        backend: store.backend,
+        ..Default::default()
+    };
+    if let Some(q) = write_queue {
+        options.writer.queue_depth = q.max(1);
+    }
+    Engine::open(&options, Arc::new(SystemClock))
+        .with_context(|| format!("cannot open the store in {}", store.data_dir.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Cmd::Serve(args) => serve(args),
+        Cmd::Replay(store) => replay(store),
+        Cmd::Bench(BenchCmd::Ingest(args)) => bench_ingest(args),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let engine = open_engine(&args.store, Some(args.write_queue))?;
+    let options = memlog_api::server::Options {
+        body_limit: args.body_limit_mb * 1024 * 1024,
+        expiry_interval: Duration::from_secs(args.expiry_interval_secs.max(1)),
+        request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        ..Default::default()
+    };
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr: SocketAddr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port.
+        println!("memlog listening on http://{addr}");
+        tracing::info!(
+            data_dir = %args.store.data_dir.display(),
+            backend = engine.backend_name(),
+            "memlog serving; embedded storage, no LLM configured"
+        );
+        memlog_api::server::serve(
+            engine,
+            listener,
+            options,
+            memlog_api::server::shutdown_signal(),
+        )
+        .await?;
+        tracing::info!("shut down cleanly");
+        anyhow::Ok(())
+    })
+}
+
+fn replay(store: StoreArgs) -> anyhow::Result<()> {
+    let options = memlog_engine::Options {
+        data_dir: store.data_dir.clone(),
+        backend: store.backend,
+        ..Default::default()
+    };
+    let report = Engine::replay(&options, &mut |p| {
+        eprintln!(
+            "  {}: applied {} of {} entries",
+            p.projection, p.applied, p.to.0
+        );
+    })
+    .with_context(|| format!("replay of {} failed", store.data_dir.display()))?;
+    println!(
+        "replayed {} log entries on {} in {:.2}s",
+        report.entries, report.backend, report.seconds
+    );
+    for (table, rows) in &report.rows {
+        println!("  {table:<14} {rows} rows");
+    }
+    println!(
+        "projection digest before {} after {}: {}",
+        report.digest_before,
+        report.digest_after,
+        if report.identical() {
+            "identical"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    if !report.identical() {
+        anyhow::bail!("the rebuilt projections differ from the stored ones");
+    }
+    Ok(())
+}
+
+fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let tmp;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir().context("cannot create a temporary data directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let engine = open_engine(
+        &StoreArgs {
+            data_dir,
+            backend: args.backend,
+        },
+        None,
+    )?;
+    let rt = runtime()?;
+    let report = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(memlog_api::server::serve(
+            engine,
+            listener,
+            memlog_api::server::Options::default(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let opts = memlog_benches::ingest::IngestOptions {
+            events: args.events,
+            concurrency: args.concurrency,
+            list_requests: args.list_requests,
+            ..Default::default()
+        };
+        let report = memlog_benches::ingest::run(&format!("http://{addr}"), &opts).await;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        report
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let json = serde_json::json!({
+        "bench": "ingest",
+        "machine": memlog_benches::machine_info(),
+        "backend": args.backend,
+        "report": report,
+    });
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
+    let md = report.to_markdown();
+    std::fs::write(args.out.join("report.md"), &md)?;
+    println!("{md}");
+    println!("reports written to {}", args.out.display());
+    Ok(())
+}

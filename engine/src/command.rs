@@ -276,6 +276,17 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
                     }
                 }
             }
+            let taken = ctx
+                .txn
+                .range(Table::Memories, &crate::store::KeyRange::all(), false)?
+                .map(|r| r.and_then(|(_, v)| events::decode_memory(&v)))
+                .any(|m| m.is_ok_and(|m| m.name == new.name));
+            if taken {
+                return Err(Error::conflict(format!(
+                    "a memory named '{}' already exists",
+                    new.name.as_str()
+                )));
+            }
             let id = loop {
                 let id = MemoryId::generate(&new.name, ctx.rng);
                 if ctx

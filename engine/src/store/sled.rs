@@ -2,6 +2,7 @@
 //! tag. A commit is one atomic `apply_batch` followed by `flush`, which survives
 //! `kill -9` but, because sled 0.34 never calls fsync, not power loss.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Backend, KeyRange, KvIter, Snapshot, Table, Write, prefix_successor};
@@ -89,17 +90,37 @@ impl Backend for Sled {
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<()> {
-        let mut batch = sled::Batch::default();
+        // The final state of every touched key, so that a `Clear` also removes keys put
+        // earlier in the same commit (writes apply in order; a sled batch cannot be
+        // inspected, so it is built at the end).
+        let mut ops: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
         for w in writes {
             match w {
-                Write::Put(t, k, v) => batch.insert(tagged(t, &k), v),
-                Write::Delete(t, k) => batch.remove(tagged(t, &k)),
+                Write::Put(t, k, v) => {
+                    ops.insert(tagged(t, &k), Some(v));
+                }
+                Write::Delete(t, k) => {
+                    ops.insert(tagged(t, &k), None);
+                }
                 Write::Clear(t) => {
+                    for (k, v) in ops.range_mut(tagged(t, b"")..) {
+                        if k.first() != Some(&t.tag()) {
+                            break;
+                        }
+                        *v = None;
+                    }
                     for item in self.tree.scan_prefix([t.tag()]) {
                         let (k, _) = item.map_err(|e| storage(&self.path, e))?;
-                        batch.remove(k);
+                        ops.insert(k.to_vec(), None);
                     }
                 }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
             }
         }
         self.tree

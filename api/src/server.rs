@@ -1,0 +1,169 @@
+//! Serving: the middleware stack, the expiry task and graceful shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use memlog_engine::Engine;
+use memlog_engine::command::{Command, Outcome};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::routes::{self, AppState};
+use crate::wire::ArnContext;
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Longest a request may take before it is answered with an error.
+    pub request_timeout: Duration,
+    /// How often expired events are swept.
+    pub expiry_interval: Duration,
+    /// Region and account shown in ARNs.
+    pub arn: ArnContext,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            body_limit: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            expiry_interval: Duration::from_secs(60),
+            arn: ArnContext {
+                region: "us-east-1".into(),
+                account: "000000000000".into(),
+            },
+        }
+    }
+}
+
+/// The whole application: routes plus middleware.
+pub fn app(engine: Engine, options: &Options) -> axum::Router {
+    let state = AppState {
+        engine,
+        arn: options.arn.clone(),
+    };
+    routes::router(state)
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            options.request_timeout,
+            deadline,
+        ))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                use axum::response::IntoResponse;
+                ApiError::Service("internal error: the request handler panicked".into())
+                    .into_response()
+            },
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Answers a request that outlives `limit` with a ServiceException. A write that timed
+/// out may still commit later: clients retry with the same clientToken.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Service(format!(
+            "the request timed out after {} ms; its outcome is unknown, retry with the same clientToken",
+            limit.as_millis()
+        ))
+        .into_response(),
+    }
+}
+
+/// Expires events past their memory's `eventExpiryDuration`, every `interval`, until
+/// `shutdown` resolves. Each sweep appends `EventExpired` entries through the writer.
+pub async fn expiry_task(engine: Engine, interval: Duration, shutdown: impl Future<Output = ()>) {
+    const LIMIT: usize = 10_000;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        loop {
+            let e = engine.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                e.execute(Command::ExpireEvents { limit: LIMIT })
+            })
+            .await;
+            match r {
+                Ok(Ok(Outcome::Expired(n))) => {
+                    if n > 0 {
+                        tracing::info!(expired = n, "expired events");
+                    }
+                    if n < LIMIT {
+                        break;
+                    }
+                }
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!("expiry sweep failed: {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("expiry sweep task failed: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let expiry = tokio::spawn(expiry_task(engine.clone(), options.expiry_interval, {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }));
+    let app = app(engine, &options);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        })
+        .await;
+    let _ = expiry.await;
+    result
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

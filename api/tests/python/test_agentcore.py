@@ -1,0 +1,332 @@
+"""Real AWS clients against a running memlog: boto3's bedrock-agentcore(-control) clients and
+the AgentCore Python SDK's MemoryClient. Nothing in boto3 is patched; only endpoint_url is set.
+
+Run by api/tests/clients.rs, which starts `memlog serve` and sets MEMLOG_URL (and
+MEMLOG_THROTTLE_URL / MEMLOG_TIMEOUT_URL for servers configured to throttle / time out).
+"""
+
+import os
+import threading
+import time
+import uuid
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+URL = os.environ["MEMLOG_URL"]
+NO_RETRY = Config(retries={"total_max_attempts": 1, "mode": "standard"})
+
+
+def client(service, url=URL, config=None):
+    return boto3.client(
+        service,
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=config,
+    )
+
+
+@pytest.fixture(scope="module")
+def control():
+    return client("bedrock-agentcore-control")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return client("bedrock-agentcore")
+
+
+@pytest.fixture(scope="module")
+def memory(control):
+    name = "boto_" + uuid.uuid4().hex[:8]
+    resp = control.create_memory(
+        name=name,
+        description="made by boto3",
+        eventExpiryDuration=30,
+        memoryStrategies=[{"semanticMemoryStrategy": {"name": "facts"}}],
+    )
+    m = resp["memory"]
+    assert m["name"] == name and m["status"] == "ACTIVE"
+    assert m["id"].startswith(name + "-") and len(m["id"]) == len(name) + 11
+    return m
+
+
+def code(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+def now():
+    return time.time()
+
+
+def conv(text, role="USER"):
+    return {"conversational": {"content": {"text": text}, "role": role}}
+
+
+def test_memory_control_plane(control, memory):
+    got = control.get_memory(memoryId=memory["id"])["memory"]
+    assert got["id"] == memory["id"]
+    assert got["eventExpiryDuration"] == 30
+    [s] = got["strategies"]
+    assert s["type"] == "SEMANTIC" and s["name"] == "facts"
+    assert s["namespaces"] == ["/strategy/{memoryStrategyId}/actors/{actorId}"]
+    ids = [m["id"] for m in control.list_memories()["memories"]]
+    assert memory["id"] in ids
+    upd = control.update_memory(
+        memoryId=memory["id"],
+        description="updated",
+        memoryStrategies={"addMemoryStrategies": [{"summaryMemoryStrategy": {"name": "sums"}}]},
+    )["memory"]
+    assert upd["description"] == "updated"
+    assert sorted(x["type"] for x in upd["strategies"]) == ["SEMANTIC", "SUMMARIZATION"]
+    # Idempotent create: same clientToken, same memory.
+    token = uuid.uuid4().hex
+    a = control.create_memory(name="idem_" + token[:6], eventExpiryDuration=7, clientToken=token)
+    b = control.create_memory(name="idem_" + token[:6], eventExpiryDuration=7, clientToken=token)
+    assert a["memory"]["id"] == b["memory"]["id"]
+    deleted = control.delete_memory(memoryId=a["memory"]["id"])
+    assert deleted["memoryId"] == a["memory"]["id"]
+    with pytest.raises(ClientError) as e:
+        control.get_memory(memoryId=a["memory"]["id"])
+    assert code(e) == "ResourceNotFoundException"
+
+
+def test_events_round_trip(data, memory):
+    mid = memory["id"]
+    t0 = now()
+    first = data.create_event(
+        memoryId=mid,
+        actorId="user-1",
+        sessionId="s-1",
+        eventTimestamp=t0,
+        payload=[conv("I live in Lisbon"), conv("Nice city!", "ASSISTANT")],
+        metadata={"location": {"stringValue": "EU"}},
+    )["event"]
+    assert first["eventId"].split("#")[0].isdigit()
+    blob = data.create_event(
+        memoryId=mid,
+        actorId="user-1",
+        sessionId="s-1",
+        eventTimestamp=t0 + 1,
+        payload=[{"blob": {"kind": "state", "n": 3}}],
+    )["event"]
+    branch = data.create_event(
+        memoryId=mid,
+        actorId="user-1",
+        sessionId="s-1",
+        eventTimestamp=t0 + 2,
+        payload=[conv("what if I moved to Porto?")],
+        branch={"name": "alt", "rootEventId": first["eventId"]},
+    )["event"]
+    assert branch["branch"] == {"name": "alt", "rootEventId": first["eventId"]}
+
+    got = data.get_event(memoryId=mid, actorId="user-1", sessionId="s-1", eventId=first["eventId"])["event"]
+    assert got["payload"][0]["conversational"]["content"]["text"] == "I live in Lisbon"
+    assert got["metadata"] == {"location": {"stringValue": "EU"}}
+    assert abs(got["eventTimestamp"].timestamp() - t0) < 0.002
+    assert data.get_event(memoryId=mid, actorId="user-1", sessionId="s-1", eventId=blob["eventId"])["event"][
+        "payload"
+    ] == [{"blob": {"kind": "state", "n": 3}}]
+
+    # Newest first, all three.
+    events = data.list_events(memoryId=mid, actorId="user-1", sessionId="s-1")["events"]
+    assert [e["eventId"] for e in events] == [branch["eventId"], blob["eventId"], first["eventId"]]
+    # Without payloads, the key is absent.
+    bare = data.list_events(memoryId=mid, actorId="user-1", sessionId="s-1", includePayloads=False)["events"]
+    assert all("payload" not in e for e in bare) and len(bare) == 3
+    # Branch filter: only the branch, or the branch plus its parent up to the fork point.
+    only = data.list_events(memoryId=mid, actorId="user-1", sessionId="s-1", filter={"branch": {"name": "alt"}})
+    assert [e["eventId"] for e in only["events"]] == [branch["eventId"]]
+    withp = data.list_events(
+        memoryId=mid,
+        actorId="user-1",
+        sessionId="s-1",
+        filter={"branch": {"name": "alt", "includeParentBranches": True}},
+    )
+    assert [e["eventId"] for e in withp["events"]] == [branch["eventId"], first["eventId"]]
+    main = data.list_events(memoryId=mid, actorId="user-1", sessionId="s-1", filter={"branch": {"name": "main"}})
+    assert [e["eventId"] for e in main["events"]] == [blob["eventId"], first["eventId"]]
+    # Metadata filters.
+    def meta(op, right=None):
+        f = {"left": {"metadataKey": "location"}, "operator": op}
+        if right is not None:
+            f["right"] = {"metadataValue": {"stringValue": right}}
+        r = data.list_events(memoryId=mid, actorId="user-1", sessionId="s-1", filter={"eventMetadata": [f]})
+        return [e["eventId"] for e in r["events"]]
+
+    assert meta("EQUALS_TO", "EU") == [first["eventId"]]
+    assert meta("EQUALS_TO", "US") == []
+    assert meta("EXISTS") == [first["eventId"]]
+    assert meta("NOT_EXISTS") == [branch["eventId"], blob["eventId"]]
+
+
+def test_client_token_is_idempotent(data, memory):
+    mid = memory["id"]
+    token = uuid.uuid4().hex
+    kw = dict(memoryId=mid, actorId="user-2", sessionId="idem", eventTimestamp=now(), payload=[conv("once")])
+    a = data.create_event(clientToken=token, **kw)["event"]
+    b = data.create_event(clientToken=token, **kw)["event"]
+    assert a["eventId"] == b["eventId"]
+    events = data.list_events(memoryId=mid, actorId="user-2", sessionId="idem")["events"]
+    assert len(events) == 1
+
+
+def test_pagination_sessions_actors_delete(data, memory):
+    mid = memory["id"]
+    t0 = now()
+    created = []
+    for i in range(23):
+        e = data.create_event(
+            memoryId=mid, actorId="pager", sessionId="s-p", eventTimestamp=t0 + i, payload=[conv(f"msg {i}")]
+        )["event"]
+        created.append(e["eventId"])
+    for s in ["s-a", "s-b", "s-c"]:
+        data.create_event(memoryId=mid, actorId="pager", sessionId=s, eventTimestamp=t0, payload=[conv(s)])
+    pages = data.get_paginator("list_events").paginate(
+        memoryId=mid, actorId="pager", sessionId="s-p", PaginationConfig={"PageSize": 5}
+    )
+    seen = [e["eventId"] for page in pages for e in page["events"]]
+    assert seen == list(reversed(created))
+    sessions = data.get_paginator("list_sessions").paginate(
+        memoryId=mid, actorId="pager", PaginationConfig={"PageSize": 2}
+    )
+    names = [s["sessionId"] for page in sessions for s in page["sessionSummaries"]]
+    assert sorted(names) == ["s-a", "s-b", "s-c", "s-p"]
+    actors = data.get_paginator("list_actors").paginate(memoryId=mid, PaginationConfig={"PageSize": 1})
+    assert "pager" in [a["actorId"] for page in actors for a in page["actorSummaries"]]
+
+    victim = created[5]
+    assert data.delete_event(memoryId=mid, actorId="pager", sessionId="s-p", eventId=victim)["eventId"] == victim
+    with pytest.raises(ClientError) as e:
+        data.get_event(memoryId=mid, actorId="pager", sessionId="s-p", eventId=victim)
+    assert code(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        data.delete_event(memoryId=mid, actorId="pager", sessionId="s-p", eventId=victim)
+    assert code(e) == "ResourceNotFoundException"
+    left = [e["eventId"] for page in data.get_paginator("list_events").paginate(
+        memoryId=mid, actorId="pager", sessionId="s-p") for e in page["events"]]
+    assert len(left) == 22 and victim not in left
+
+
+def test_validation_errors(data, memory):
+    mid = memory["id"]
+    base = dict(memoryId=mid, actorId="user-3", sessionId="bad", eventTimestamp=now())
+    cases = {
+        "actor pattern": dict(base, actorId="bad actor!", payload=[conv("x")]),
+        "101 payload items": dict(base, payload=[conv("x")] * 101),
+        "text too long": dict(base, payload=[conv("x" * 100_001)]),
+        "16 metadata keys": dict(base, payload=[conv("x")], metadata={f"k{i}": {"stringValue": "v"} for i in range(16)}),
+        "root event unknown": dict(base, payload=[conv("x")], branch={"name": "b", "rootEventId": "1#ab"}),
+    }
+    for what, kw in cases.items():
+        with pytest.raises(ClientError) as e:
+            data.create_event(**kw)
+        assert code(e) == "ValidationException", what
+        assert e.value.response["Error"]["Message"], what
+        assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400, what
+    with pytest.raises(ClientError) as e:
+        data.list_events(memoryId=mid, actorId="user-3", sessionId="bad", maxResults=101)
+    assert code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        data.list_events(memoryId=mid, actorId="user-3", sessionId="bad", nextToken="not-a-token")
+    assert code(e) == "ValidationException"
+    # Nothing was written by any of them.
+    assert data.list_events(memoryId=mid, actorId="user-3", sessionId="bad")["events"] == []
+
+
+def test_not_found_and_conflict(control, data, memory):
+    with pytest.raises(ClientError) as e:
+        data.create_event(memoryId="nope-0123456789", actorId="a", sessionId="s", eventTimestamp=now(), payload=[])
+    assert code(e) == "ResourceNotFoundException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+    with pytest.raises(ClientError) as e:
+        data.list_events(memoryId="nope-0123456789", actorId="a", sessionId="s")
+    assert code(e) == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        control.create_memory(name=memory["name"], eventExpiryDuration=30)
+    assert code(e) == "ConflictException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+
+
+@pytest.mark.skipif("MEMLOG_THROTTLE_URL" not in os.environ, reason="needs a server with a tiny write queue")
+def test_throttled():
+    url = os.environ["MEMLOG_THROTTLE_URL"]
+    control = client("bedrock-agentcore-control", url)
+    mid = control.create_memory(name="throttle_" + uuid.uuid4().hex[:6], eventExpiryDuration=30)["memory"]["id"]
+    codes, ok = [], []
+    lock = threading.Lock()
+
+    def worker(n):
+        c = client("bedrock-agentcore", url, NO_RETRY)
+        for i in range(15):
+            try:
+                e = c.create_event(memoryId=mid, actorId="t", sessionId=f"s{n}", eventTimestamp=now(), payload=[conv("x")])
+                with lock:
+                    ok.append(e["event"]["eventId"])
+            except ClientError as err:
+                with lock:
+                    codes.append((code_of(err), err.response["ResponseMetadata"]["HTTPStatusCode"]))
+
+    def code_of(err):
+        return err.response["Error"]["Code"]
+
+    for _ in range(10):
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(32)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        if codes:
+            break
+    assert codes, "32 concurrent writers never filled a write queue of 1"
+    assert set(codes) == {("ThrottledException", 429)}
+    # Every acknowledged event is there; no throttled one is.
+    data = client("bedrock-agentcore", url)
+    found = 0
+    for n in range(32):
+        for page in data.get_paginator("list_events").paginate(memoryId=mid, actorId="t", sessionId=f"s{n}"):
+            found += len(page["events"])
+    assert found == len(ok)
+
+
+@pytest.mark.skipif("MEMLOG_TIMEOUT_URL" not in os.environ, reason="needs a server with a tiny request timeout")
+def test_service_exception_on_timeout():
+    url = os.environ["MEMLOG_TIMEOUT_URL"]
+    control = client("bedrock-agentcore-control", url, NO_RETRY)
+    with pytest.raises(ClientError) as e:
+        control.create_memory(name="slow", eventExpiryDuration=30)
+    assert code(e) == "ServiceException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert "timed out" in e.value.response["Error"]["Message"]
+
+
+def test_agentcore_sdk_memory_client(monkeypatch):
+    from bedrock_agentcore.memory import MemoryClient
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE", URL)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL", URL)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    mc = MemoryClient(region_name="us-east-1")
+    mem = mc.create_memory_and_wait(name="sdk_" + uuid.uuid4().hex[:6], strategies=[], event_expiry_days=30,
+                                    max_wait=30, poll_interval=1)
+    mid = mem.get("id") or mem.get("memoryId")
+    ev = mc.create_event(
+        memory_id=mid,
+        actor_id="sdk-user",
+        session_id="sdk-session",
+        messages=[("Hello, I'm Ana", "USER"), ("Hi Ana!", "ASSISTANT")],
+    )
+    assert ev["eventId"]
+    mc.create_event(memory_id=mid, actor_id="sdk-user", session_id="sdk-session",
+                    messages=[("I prefer tea", "USER"), ("Noted.", "ASSISTANT")])
+    events = mc.list_events(memory_id=mid, actor_id="sdk-user", session_id="sdk-session")
+    assert len(events) == 2
+    texts = [p["conversational"]["content"]["text"] for e in events for p in e["payload"]]
+    assert "Hello, I'm Ana" in texts and "I prefer tea" in texts
+    turns = mc.get_last_k_turns(memory_id=mid, actor_id="sdk-user", session_id="sdk-session", k=2)
+    assert len(turns) == 2
+    branches = mc.list_branches(memory_id=mid, actor_id="sdk-user", session_id="sdk-session")
+    assert [b["name"] for b in branches] == ["main"]

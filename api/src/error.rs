@@ -2,7 +2,7 @@
 //! error names and HTTP statuses. rest-json clients (boto3, the AWS SDKs) read the name
 //! from the `x-amzn-ErrorType` header and the text from the body's `message`.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -91,6 +91,12 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), axum::Json(body)).into_response();
         resp.headers_mut()
             .insert("x-amzn-errortype", HeaderValue::from_static(code));
+        if matches!(self, ApiError::TooLarge(_)) {
+            // The rest of the body is never read, so hyper drops the connection after
+            // this answer; say so, or a client reuses it and its next request fails.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

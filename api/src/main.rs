@@ -84,6 +84,15 @@ struct IngestArgs {
     /// ListEvents requests to time.
     #[arg(long, default_value_t = 2_000)]
     list_requests: u64,
+    /// Bytes of conversational text per event.
+    #[arg(long, default_value_t = 300)]
+    payload_bytes: usize,
+    /// Sessions the events are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    sessions: u32,
+    /// Seed for the generated text and the choice of actor and session.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
     /// Where report.json and report.md go.
     #[arg(long, default_value = "bench-out/ingest")]
     out: PathBuf,
@@ -235,6 +244,9 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
             events: args.events,
             concurrency: args.concurrency,
             list_requests: args.list_requests,
+            payload_bytes: args.payload_bytes,
+            sessions: args.sessions,
+            seed: args.seed,
             ..Default::default()
         };
         let report = memlog_benches::ingest::run(&format!("http://{addr}"), &opts).await;
@@ -246,7 +258,6 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let json = serde_json::json!({
         "bench": "ingest",
-        "machine": memlog_benches::machine_info(),
         "backend": args.backend,
         "report": report,
     });
@@ -258,5 +269,13 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
     std::fs::write(args.out.join("report.md"), &md)?;
     println!("{md}");
     println!("reports written to {}", args.out.display());
+    if !report.passed() {
+        anyhow::bail!(
+            "the run lost or damaged events: {} lost, {} duplicated, {} corrupted",
+            report.lost,
+            report.duplicates,
+            report.corrupted
+        );
+    }
     Ok(())
 }

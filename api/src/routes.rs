@@ -42,6 +42,20 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AwsPath
     }
 }
 
+/// Query parameters; a bad query string is a ValidationException, never a plain-text 400.
+pub struct AwsQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AwsQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| AwsQuery(t))
+            .map_err(|e| ApiError::validation(format!("invalid query: {}", e.body_text())))
+    }
+}
+
 /// Runs a write through the writer and waits until it is durable.
 async fn write(state: &AppState, cmd: Command) -> ApiResult<Outcome> {
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -228,7 +242,7 @@ struct DeleteMemoryQuery {
 async fn delete_memory(
     State(state): State<AppState>,
     AwsPath(memory_id): AwsPath<String>,
-    Query(_q): Query<DeleteMemoryQuery>,
+    AwsQuery(_q): AwsQuery<DeleteMemoryQuery>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let id = MemoryId::parse(&memory_id)?;
     match write(&state, Command::DeleteMemory(id)).await? {

@@ -189,12 +189,12 @@ impl NewEvent {
         }
         validate_metadata(&self.metadata)?;
         validate_token(&self.client_token)?;
-        if let Some(mode) = &self.extraction_mode {
-            if mode != "SKIP" {
-                return Err(Error::invalid(format!(
-                    "extractionMode must be SKIP, got '{mode}'"
-                )));
-            }
+        if let Some(mode) = &self.extraction_mode
+            && mode != "SKIP"
+        {
+            return Err(Error::invalid(format!(
+                "extractionMode must be SKIP, got '{mode}'"
+            )));
         }
         Ok(())
     }
@@ -266,14 +266,14 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
     match cmd {
         Command::CreateMemory(new) => {
             new.validate()?;
-            if let Some(token) = &new.client_token {
-                if let Some(id) = ctx.txn.get(Table::MemoryTokens, token.as_bytes())? {
-                    let id = MemoryId::parse(&String::from_utf8_lossy(&id))?;
-                    match load_memory(ctx.txn, &id) {
-                        Ok(m) => return Ok((vec![], Outcome::Memory(m))),
-                        Err(Error::NotFound(_)) => {} // deleted since: create anew
-                        Err(e) => return Err(e),
-                    }
+            if let Some(token) = &new.client_token
+                && let Some(id) = ctx.txn.get(Table::MemoryTokens, token.as_bytes())?
+            {
+                let id = MemoryId::parse(&String::from_utf8_lossy(&id))?;
+                match load_memory(ctx.txn, &id) {
+                    Ok(m) => return Ok((vec![], Outcome::Memory(m))),
+                    Err(Error::NotFound(_)) => {} // deleted since: create anew
+                    Err(e) => return Err(e),
                 }
             }
             let taken = ctx
@@ -378,10 +378,10 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
             }
             if let Some(token) = &new.client_token {
                 let tk = events::token_key(&new.memory_id, token);
-                if let Some(ek) = ctx.txn.get(Table::EventTokens, &tk)? {
-                    if let Some((_, event)) = load_event(ctx.txn, &ek)? {
-                        return Ok((vec![], Outcome::Event(event)));
-                    }
+                if let Some(ek) = ctx.txn.get(Table::EventTokens, &tk)?
+                    && let Some((_, event)) = load_event(ctx.txn, &ek)?
+                {
+                    return Ok((vec![], Outcome::Event(event)));
                 }
             }
             if let Some(Branch {
@@ -456,19 +456,21 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
                 let keys: Vec<Vec<u8>> = ctx
                     .txn
                     .range(Table::Expiry, &range, false)?
-                    .take((*limit - total).min(limits::EXPIRE_BATCH))
+                    .take(*limit - total)
                     .map(|r| r.map(|(k, _)| k))
                     .collect::<Result<_>>()?;
                 let expired: Vec<EventKey> = keys
                     .iter()
                     .filter_map(|k| events::parse_expiry_key(&m.id, k))
                     .collect();
-                if !expired.is_empty() {
-                    total += expired.len();
+                // Several entries when one memory has more than a batch: stopping at one
+                // would return less than `limit` while expired events remain.
+                for batch in expired.chunks(limits::EXPIRE_BATCH) {
+                    total += batch.len();
                     bodies.push(Body::EventExpired {
                         memory_id: m.id.clone(),
                         cutoff,
-                        events: expired,
+                        events: batch.to_vec(),
                     });
                 }
             }

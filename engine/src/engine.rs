@@ -51,10 +51,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Dropping the last sender ends the writer loop once the queue is drained.
         self.handle.take();
-        if let Ok(mut t) = self.thread.lock() {
-            if let Some(t) = t.take() {
-                let _ = t.join();
-            }
+        if let Ok(mut t) = self.thread.lock()
+            && let Some(t) = t.take()
+        {
+            let _ = t.join();
         }
     }
 }

@@ -14,10 +14,21 @@ use crate::types::{
 use crate::{Error, Result};
 
 /// A page request: at most `max_results`, continuing after `next_token`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
     pub max_results: usize,
     pub next_token: Option<String>,
+}
+
+/// The first page, of the default size. (A derived `Default` would ask for 0 results,
+/// which `Page::new` refuses and the listings answer with an empty, final page.)
+impl Default for Page {
+    fn default() -> Page {
+        Page {
+            max_results: Page::DEFAULT_MAX,
+            next_token: None,
+        }
+    }
 }
 
 impl Page {
@@ -79,6 +90,9 @@ pub struct EventQuery {
     pub include_payloads: bool,
 }
 
+/// Branches a filter admits, each with the newest event id admitted (`None`: all).
+type BranchScope = Vec<(String, Option<EventId>)>;
+
 /// A read view over one snapshot.
 pub struct Reader<'a> {
     pub(crate) snap: Box<dyn Snapshot + 'a>,
@@ -91,7 +105,7 @@ fn encode_token(key: &[u8]) -> String {
 
 fn decode_token(token: &str, prefix: &[u8]) -> Result<Vec<u8>> {
     let bad = || Error::invalid("nextToken is not valid for this request");
-    if token.len() % 2 != 0 || token.len() > 4096 {
+    if !token.len().is_multiple_of(2) || token.len() > 4096 {
         return Err(bad());
     }
     let key = (0..token.len())
@@ -223,7 +237,7 @@ impl Reader<'_> {
     }
 
     /// Which (branch, newest allowed event id) pairs a branch filter admits.
-    fn branch_scope(&self, q: &EventQuery) -> Result<Option<Vec<(String, Option<EventId>)>>> {
+    fn branch_scope(&self, q: &EventQuery) -> Result<Option<BranchScope>> {
         let Some(filter) = &q.branch else {
             return Ok(None);
         };

@@ -59,7 +59,7 @@ impl Timestamp {
 
     /// Parses seconds since the epoch (fractional allowed) as AWS JSON clients send them.
     pub fn from_epoch_seconds(secs: f64) -> Result<Timestamp> {
-        if !secs.is_finite() || secs < 0.0 || secs > 253_402_300_799.0 {
+        if !secs.is_finite() || !(0.0..=253_402_300_799.0).contains(&secs) {
             return Err(Error::invalid(format!(
                 "timestamp {secs} is out of range: expected seconds since 1970-01-01 before year 10000"
             )));

@@ -94,11 +94,17 @@ struct EncodeEnvelope<'a> {
 }
 
 #[derive(Deserialize)]
-struct DecodeEnvelope {
+struct VersionProbe {
     v: u32,
+    #[serde(default)]
+    lsn: Lsn,
+}
+
+#[derive(Deserialize)]
+struct DecodeEnvelope {
     lsn: Lsn,
     at: Timestamp,
-    body: serde_json::Value,
+    body: Body,
 }
 
 impl Entry {
@@ -117,20 +123,23 @@ impl Entry {
 
     /// Decodes a stored entry; `Err(message)` says what is wrong with the bytes.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Entry, String> {
-        let env: DecodeEnvelope =
+        // Check the version before reading the body, so an entry from a newer build is
+        // reported as such rather than as a body that does not parse. The probe skips the
+        // rest without allocating; the typed parse that follows reads the body once.
+        let probe: VersionProbe =
             serde_json::from_slice(bytes).map_err(|e| format!("log entry is not valid: {e}"))?;
-        if env.v != FORMAT_VERSION {
+        if probe.v != FORMAT_VERSION {
             return Err(format!(
                 "log entry {} has format version {}, this build reads version {FORMAT_VERSION}",
-                env.lsn, env.v
+                probe.lsn, probe.v
             ));
         }
-        let body = serde_json::from_value(env.body)
-            .map_err(|e| format!("log entry {} has an unreadable body: {e}", env.lsn))?;
+        let env: DecodeEnvelope = serde_json::from_slice(bytes)
+            .map_err(|e| format!("log entry {} has an unreadable body: {e}", probe.lsn))?;
         Ok(Entry {
             lsn: env.lsn,
             at: env.at,
-            body,
+            body: env.body,
         })
     }
 }

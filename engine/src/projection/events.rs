@@ -232,16 +232,14 @@ impl EventStore {
         txn.delete(Table::Events, k);
         txn.delete(Table::Expiry, expiry_key(key));
         // The client token lives only in the creating entry.
-        if let Some(bytes) = txn.get(Table::Log, &crate::log::key(row.lsn))? {
-            if let Ok(Entry {
+        if let Some(bytes) = txn.get(Table::Log, &crate::log::key(row.lsn))?
+            && let Ok(Entry {
                 body: Body::EventCreated { event },
                 ..
             }) = Entry::decode(&bytes)
-            {
-                if let Some(token) = event.client_token {
-                    txn.delete(Table::EventTokens, token_key(&key.memory_id, &token));
-                }
-            }
+            && let Some(token) = event.client_token
+        {
+            txn.delete(Table::EventTokens, token_key(&key.memory_id, &token));
         }
         let sk = session_key(&key.memory_id, &key.actor_id, &key.session_id);
         if let Some(s) = txn.get(Table::Sessions, &sk)? {

@@ -10,6 +10,8 @@ use super::{KeyRange, KvIter, Snapshot, Table, Write};
 use crate::Result;
 
 type Pending = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+/// A key and what `pending` held for it before a write (`None`: nothing).
+type Undo = ((Table, Vec<u8>), Option<Option<Vec<u8>>>);
 
 /// A write transaction under construction.
 pub struct Txn<'s> {
@@ -17,7 +19,7 @@ pub struct Txn<'s> {
     pending: Pending,
     cleared: BTreeSet<Table>,
     /// (key, what `pending` held for it before) — for [`Txn::rollback_to`].
-    undo: Vec<((Table, Vec<u8>), Option<Option<Vec<u8>>>)>,
+    undo: Vec<Undo>,
 }
 
 /// A point to roll back to.

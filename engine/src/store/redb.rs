@@ -10,6 +10,15 @@ use super::{Backend, KeyRange, KvIter, Snapshot, Table, Write};
 use crate::{Error, Result};
 
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+type RangeItem<'a> = std::result::Result<
+    (
+        redb::AccessGuard<'a, &'static [u8]>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+type WriteTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+type ReadTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
 fn def(t: Table) -> Def {
     TableDefinition::new(t.name())
@@ -54,6 +63,21 @@ fn storage(path: &Path, message: String) -> Error {
 struct RedbSnapshot<'a> {
     txn: redb::ReadTransaction,
     owner: &'a Redb,
+    /// Tables opened so far: opening one walks redb's table tree, so each is opened once
+    /// per snapshot rather than once per read.
+    tables: [std::cell::OnceCell<ReadTable>; 9],
+}
+
+impl RedbSnapshot<'_> {
+    fn table(&self, t: Table) -> Result<&ReadTable> {
+        let idx = Table::ALL.iter().position(|x| *x == t).unwrap_or(0);
+        let cell = &self.tables[idx];
+        if let Some(table) = cell.get() {
+            return Ok(table);
+        }
+        let opened = self.txn.open_table(def(t)).map_err(|e| self.owner.err(e))?;
+        Ok(cell.get_or_init(|| opened))
+    }
 }
 
 fn bound(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
@@ -70,10 +94,7 @@ fn bounds(r: &KeyRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
 
 impl Snapshot for RedbSnapshot<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = self
-            .txn
-            .open_table(def(table))
-            .map_err(|e| self.owner.err(e))?;
+        let t = self.table(table)?;
         Ok(t.get(key)
             .map_err(|e| self.owner.err(e))?
             .map(|v| v.value().to_vec()))
@@ -83,18 +104,12 @@ impl Snapshot for RedbSnapshot<'_> {
         if range.is_empty() {
             return Ok(Box::new(std::iter::empty()));
         }
-        let t = self
-            .txn
-            .open_table(def(table))
-            .map_err(|e| self.owner.err(e))?;
+        let t = self.table(table)?;
         let r = t
             .range::<&[u8]>(bounds(range))
             .map_err(|e| self.owner.err(e))?;
         let path = self.owner.path.clone();
-        let map = move |item: std::result::Result<
-            (redb::AccessGuard<'_, &[u8]>, redb::AccessGuard<'_, &[u8]>),
-            redb::StorageError,
-        >| {
+        let map = move |item: RangeItem<'_>| {
             item.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                 .map_err(|e| storage(&path, e.to_string()))
         };
@@ -109,13 +124,17 @@ impl Snapshot for RedbSnapshot<'_> {
 impl Backend for Redb {
     fn snapshot(&self) -> Result<Box<dyn Snapshot + '_>> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
-        Ok(Box::new(RedbSnapshot { txn, owner: self }))
+        Ok(Box::new(RedbSnapshot {
+            txn,
+            owner: self,
+            tables: Default::default(),
+        }))
     }
 
     fn commit(&self, writes: Vec<Write>) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
-            let mut open: Vec<(Table, redb::Table<'_, &[u8], &[u8]>)> = Vec::new();
+            let mut open: Vec<(Table, WriteTable<'_>)> = Vec::new();
             for w in writes {
                 let table = match &w {
                     Write::Put(t, ..) | Write::Delete(t, _) | Write::Clear(t) => *t,

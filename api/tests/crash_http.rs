@@ -1,0 +1,383 @@
+//! Durability over HTTP: `kill -9` the server while 32 clients write, restart it on the
+//! same data directory, and check that every event it acknowledged (201) is there with its
+//! payload, exactly once. Trials accumulate in one directory; at the end `memlog replay`
+//! must rebuild byte-identical projections.
+//!
+//! `MEMLOG_CRASH_TRIALS` sets the number of kills (default 5). The kill delays come from a
+//! fixed seed.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use common::{Server, event_body, event_id_segment, first_text};
+
+const CLIENTS: usize = 32;
+const ACTORS: usize = 4;
+const SESSIONS_PER_TRIAL: usize = 8;
+/// Upper bound on the requests one client sends in one trial (it stops long before).
+const MAX_PER_CLIENT: usize = 200_000;
+const SEED: u64 = 0x6d65_6d6c_6f67;
+
+/// An event the server acknowledged with 201, and the request that created it.
+#[derive(Clone, Debug)]
+struct Acked {
+    actor: String,
+    session: String,
+    token: String,
+    text: String,
+    timestamp: f64,
+    event_id: String,
+}
+
+impl Acked {
+    fn body(&self) -> Value {
+        let mut b = event_body(&self.actor, &self.session, self.timestamp, &self.text);
+        b["clientToken"] = json!(self.token);
+        b
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    acked: Vec<Acked>,
+    /// Answers other than 201 that arrived whole: none are expected.
+    unexpected: Vec<String>,
+}
+
+fn trials() -> usize {
+    std::env::var("MEMLOG_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// One client: CreateEvent with a fresh clientToken per request until `stop` is set or
+/// the connection fails (the server was killed: that request was not acknowledged).
+async fn writer(
+    client: reqwest::Client,
+    url: String,
+    memory: String,
+    trial: usize,
+    c: usize,
+    stop: Arc<AtomicBool>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let actor = format!("actor-{}", c % ACTORS);
+    let session = format!("t{trial}-s{}", c % SESSIONS_PER_TRIAL);
+    for seq in 0..MAX_PER_CLIENT {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut a = Acked {
+            actor: actor.clone(),
+            session: session.clone(),
+            token: format!("t{trial}-c{c}-{seq}"),
+            text: format!("trial {trial} client {c} seq {seq}"),
+            timestamp: common::now_secs(),
+            event_id: String::new(),
+        };
+        let Ok(resp) = client
+            .post(format!("{url}/memories/{memory}/events"))
+            .json(&a.body())
+            .send()
+            .await
+        else {
+            break;
+        };
+        let status = resp.status().as_u16();
+        // A body cut off by the kill means no acknowledgement.
+        let Ok(body) = resp.json::<Value>().await else {
+            break;
+        };
+        match body.pointer("/event/eventId").and_then(Value::as_str) {
+            Some(id) if status == 201 => {
+                a.event_id = id.to_owned();
+                tally.acked.push(a);
+            }
+            _ => tally
+                .unexpected
+                .push(format!("{}: {status} {body}", a.token)),
+        }
+    }
+    tally
+}
+
+/// Checks a slice of acknowledged events: GetEvent finds each with its payload, and
+/// re-sending its clientToken returns the same event instead of a new one.
+async fn check_acked(
+    client: reqwest::Client,
+    url: String,
+    memory: String,
+    acked: Vec<Acked>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for a in acked {
+        let get = client
+            .get(format!(
+                "{url}/memories/{memory}/actor/{}/sessions/{}/events/{}",
+                a.actor,
+                a.session,
+                event_id_segment(&a.event_id)
+            ))
+            .send()
+            .await
+            .expect("GetEvent request");
+        let status = get.status().as_u16();
+        let body: Value = get.json().await.expect("GetEvent answers JSON");
+        if status != 200
+            || body["event"]["eventId"] != a.event_id.as_str()
+            || first_text(&body["event"]) != Some(a.text.as_str())
+        {
+            failures.push(format!(
+                "GetEvent {} ({}): {status} {body}",
+                a.event_id, a.token
+            ));
+            continue;
+        }
+        let again = client
+            .post(format!("{url}/memories/{memory}/events"))
+            .json(&a.body())
+            .send()
+            .await
+            .expect("CreateEvent retry");
+        let status = again.status().as_u16();
+        let body: Value = again.json().await.expect("CreateEvent answers JSON");
+        if status != 201 || body["event"]["eventId"] != a.event_id.as_str() {
+            failures.push(format!(
+                "retry of {} should return {}: {status} {body}",
+                a.token, a.event_id
+            ));
+        }
+    }
+    failures
+}
+
+/// Every event of every session of our actors, via ListSessions and ListEvents.
+async fn list_all(client: &reqwest::Client, url: &str, memory: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    for actor in (0..ACTORS).map(|i| format!("actor-{i}")) {
+        let mut sessions = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut body = json!({"maxResults": 100});
+            if let Some(t) = &token {
+                body["nextToken"] = json!(t);
+            }
+            let v: Value = client
+                .post(format!("{url}/memories/{memory}/actor/{actor}/sessions"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for s in v["sessionSummaries"].as_array().expect("sessionSummaries") {
+                sessions.push(s["sessionId"].as_str().unwrap().to_owned());
+            }
+            token = v["nextToken"].as_str().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        for session in sessions {
+            let mut token: Option<String> = None;
+            for _ in 0..100_000 {
+                let mut body = json!({"maxResults": 100});
+                if let Some(t) = &token {
+                    body["nextToken"] = json!(t);
+                }
+                let v: Value = client
+                    .post(format!(
+                        "{url}/memories/{memory}/actor/{actor}/sessions/{session}"
+                    ))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                all.extend(v["events"].as_array().expect("events").iter().cloned());
+                token = v["nextToken"].as_str().map(str::to_owned);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    all
+}
+
+/// After a restart: every acknowledged event is there, once, and nothing visible is
+/// malformed.
+async fn verify(url: &str, memory: &str, acked: &[Acked]) {
+    let client = client();
+    let chunk = acked.len().div_ceil(CLIENTS).max(1);
+    let checkers: Vec<_> = acked
+        .chunks(chunk)
+        .map(|part| {
+            tokio::spawn(check_acked(
+                client.clone(),
+                url.to_owned(),
+                memory.to_owned(),
+                part.to_vec(),
+            ))
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for c in checkers {
+        failures.extend(c.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} acknowledged events are wrong after the restart; first ones:\n{}",
+        failures.len(),
+        acked.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
+
+    // Whole-store view: each request's text at most once (no duplicate from a retry),
+    // every event well-formed, every acknowledged id listed.
+    let listed = list_all(&client, url, memory).await;
+    let mut texts = HashSet::new();
+    let mut ids = HashSet::new();
+    for e in &listed {
+        let text = first_text(e).unwrap_or_else(|| panic!("event without text: {e}"));
+        assert!(texts.insert(text.to_owned()), "text {text:?} stored twice");
+        let id = e["eventId"].as_str().expect("eventId");
+        assert!(ids.insert(id.to_owned()), "event {id} listed twice");
+        // "trial T client C seq S" was written by actor-(C%4) in session tT-s(C%8).
+        let words: Vec<&str> = text.split(' ').collect();
+        let [_, trial, _, c, _, _] = words[..] else {
+            panic!("unexpected text {text:?} in {e}");
+        };
+        let c: usize = c.parse().unwrap();
+        assert_eq!(e["actorId"], format!("actor-{}", c % ACTORS), "{e}");
+        assert_eq!(
+            e["sessionId"],
+            format!("t{trial}-s{}", c % SESSIONS_PER_TRIAL),
+            "{e}"
+        );
+    }
+    let missing: Vec<&str> = acked
+        .iter()
+        .filter(|a| !ids.contains(&a.event_id))
+        .map(|a| a.event_id.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing from ListEvents: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_events_survive_kill_9() {
+    let trials = trials();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(SEED);
+    let mut server = Server::start(dir.path(), &[]);
+    let memory = common::create_memory(&client(), server.url(), "crash", 30).await;
+
+    let mut acked: Vec<Acked> = Vec::new();
+    let mut per_trial = Vec::new();
+    for trial in 0..trials {
+        let client = client();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                tokio::spawn(writer(
+                    client.clone(),
+                    server.url().to_owned(),
+                    memory.clone(),
+                    trial,
+                    c,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let delay = rng.u64(100..=600);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let status = server.kill9();
+        assert!(
+            !status.success(),
+            "SIGKILL should end memlog abnormally: {status}"
+        );
+        stop.store(true, Ordering::Relaxed);
+
+        let mut unexpected = Vec::new();
+        let before = acked.len();
+        for w in writers {
+            let t = w.await.unwrap();
+            acked.extend(t.acked);
+            unexpected.extend(t.unexpected);
+        }
+        assert!(
+            unexpected.is_empty(),
+            "answers other than 201 before the kill: {:?}",
+            &unexpected[..unexpected.len().min(10)]
+        );
+        let this_trial = acked.len() - before;
+        per_trial.push(this_trial);
+
+        server = Server::start(dir.path(), &[]);
+        verify(server.url(), &memory, &acked).await;
+        println!(
+            "trial {trial}: SIGKILL after {delay} ms; {this_trial} events acknowledged, \
+             {} in all, every one intact after the restart",
+            acked.len()
+        );
+    }
+
+    assert!(
+        !acked.is_empty(),
+        "no CreateEvent was acknowledged in {trials} trials: the test checked nothing"
+    );
+    let tokens: BTreeSet<&str> = acked.iter().map(|a| a.token.as_str()).collect();
+    assert_eq!(
+        tokens.len(),
+        acked.len(),
+        "a clientToken was acknowledged twice"
+    );
+    let mut by_id: HashMap<&str, &str> = HashMap::new();
+    for a in &acked {
+        if let Some(prev) = by_id.insert(&a.event_id, &a.token) {
+            panic!(
+                "tokens {prev} and {} got the same event {}",
+                a.token, a.event_id
+            );
+        }
+    }
+
+    let status = server.sigterm_and_wait();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+    let out = common::replay(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "replay failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("identical"), "{stdout}");
+    println!(
+        "{trials} trials, {} events acknowledged in all (per trial: {per_trial:?}); \
+         all survived kill -9; replay identical",
+        acked.len()
+    );
+}

@@ -1,7 +1,9 @@
 //! The engine against a model: random sequences of commands and queries run on a real
 //! [`Engine`] (on disk, in a temporary directory) and on a few `BTreeMap`s that say what
 //! AgentCore's semantics require. Every answer must agree, including the LSN-derived
-//! event ids, the errors, and each page of every paginated listing. After each case the
+//! event ids, the errors, and each page of every paginated listing. Some writes are
+//! submitted in bursts so that the writer group-commits them (and rolls back the failing
+//! ones alone); the model runs them one by one, in queue order. After each case the
 //! engine is closed, `Engine::replay` must rebuild byte-identical projections, and a
 //! reopened engine must still agree with the model.
 
@@ -37,6 +39,8 @@ struct Coverage {
     deletes_not_found: AtomicUsize,
     memories_deleted: AtomicUsize,
     multi_page_listings: AtomicUsize,
+    /// Requests that shared a commit with an earlier one.
+    grouped_requests: AtomicUsize,
 }
 
 fn hit(c: &AtomicUsize) {
@@ -95,6 +99,8 @@ enum Op {
         m: usize,
         max: usize,
     },
+    /// Writes submitted together, to be group-committed.
+    Batch(Vec<Op>),
 }
 
 /// The value of `m` that addresses a memory that never existed.
@@ -106,6 +112,31 @@ fn skewed() -> impl Strategy<Value = usize> + Clone {
 }
 
 fn op() -> impl Strategy<Value = Op> {
+    let m = 0usize..=GHOST;
+    prop_oneof![
+        6 => proptest::collection::vec(write_op(), 2..12).prop_map(Op::Batch),
+        12 => (m.clone(), skewed(), skewed(), 1usize..3).prop_map(
+            |(m, actor, session, max)| Op::ListEvents {
+                m,
+                actor,
+                session,
+                max
+            }
+        ),
+        6 => (m.clone(), skewed(), any::<bool>(), 1usize..3).prop_map(
+            |(m, actor, only_with_events, max)| Op::ListSessions {
+                m,
+                actor,
+                only_with_events,
+                max
+            }
+        ),
+        4 => (m, 1usize..4).prop_map(|(m, max)| Op::ListActors { m, max }),
+        56 => write_op(),
+    ]
+}
+
+fn write_op() -> impl Strategy<Value = Op> {
     let m = 0usize..=GHOST;
     prop_oneof![
         3 => (0usize..3, proptest::option::of(0usize..2))
@@ -136,23 +167,6 @@ fn op() -> impl Strategy<Value = Op> {
             ]
         )
             .prop_map(|(m, pick)| Op::DeleteEvent { m, pick }),
-        12 => (m.clone(), skewed(), skewed(), 1usize..3).prop_map(
-            |(m, actor, session, max)| Op::ListEvents {
-                m,
-                actor,
-                session,
-                max
-            }
-        ),
-        6 => (m.clone(), skewed(), any::<bool>(), 1usize..3).prop_map(
-            |(m, actor, only_with_events, max)| Op::ListSessions {
-                m,
-                actor,
-                only_with_events,
-                max
-            }
-        ),
-        4 => (m, 1usize..4).prop_map(|(m, max)| Op::ListActors { m, max }),
     ]
 }
 
@@ -221,8 +235,11 @@ impl Model {
         i.and_then(|i| self.memories.get(i)).filter(|m| m.live)
     }
 
-    fn live_mut(&mut self, i: Option<usize>) -> Option<&mut ModelMemory> {
-        i.and_then(|i| self.memories.get_mut(i)).filter(|m| m.live)
+    fn live_by_id(&mut self, id: &MemoryId) -> Option<&mut ModelMemory> {
+        self.memories
+            .iter_mut()
+            .find(|m| m.memory.id == *id)
+            .filter(|m| m.live)
     }
 }
 
@@ -292,59 +309,132 @@ fn sessions_of(
         .collect()
 }
 
-fn apply(
-    engine: &Engine,
+/// The command a write operation asks for, addressed with the model's current state.
+/// `None` for reads.
+fn command(model: &Model, op: &Op, step: usize) -> Option<Command> {
+    Some(match op {
+        Op::CreateMemory { name, token } => Command::CreateMemory(NewMemory {
+            name: MemoryName::parse(NAMES[*name]).unwrap(),
+            description: Some(format!("memory made at step {step}")),
+            event_expiry_days: 30,
+            strategies: vec![],
+            extra: Default::default(),
+            client_token: token.map(|t| format!("mt-{t}")),
+        }),
+        Op::DeleteMemory { m } => Command::DeleteMemory(model.memory_id(*m).1),
+        Op::CreateEvent {
+            m,
+            actor: a,
+            session: s,
+            ts,
+            token,
+            tag,
+        } => Command::CreateEvent(NewEvent {
+            memory_id: model.memory_id(*m).1,
+            actor_id: actor(*a),
+            session_id: session(*s),
+            event_timestamp: Timestamp(T0 + ts * 1_000),
+            payload: vec![PayloadItem::Conversational(Conversational {
+                content: Content {
+                    text: format!("message of step {step}"),
+                },
+                role: if step.is_multiple_of(2) {
+                    Role::User
+                } else {
+                    Role::Assistant
+                },
+            })],
+            branch: None,
+            metadata: tag
+                .map(|t| {
+                    [(
+                        "tag".to_owned(),
+                        MetadataValue {
+                            string_value: format!("t{t}"),
+                        },
+                    )]
+                    .into()
+                })
+                .unwrap_or_default(),
+            client_token: token.map(|t| format!("tok-{t}")),
+            extraction_mode: None,
+        }),
+        Op::DeleteEvent { m, pick } => {
+            let (i, id) = model.memory_id(*m);
+            let created = i.map(|i| &model.memories[i].created[..]).unwrap_or(&[]);
+            Command::DeleteEvent(match pick {
+                Pick::Created(n) if !created.is_empty() => created[n % created.len()].clone(),
+                Pick::Created(n) => EventKey {
+                    memory_id: id,
+                    actor_id: actor(n % 3),
+                    session_id: session(n % 3),
+                    // LSN 1 is always the first CreateMemory, never an event.
+                    event_id: EventId::new(Timestamp(T0), Lsn(1)),
+                },
+                Pick::Unknown {
+                    actor: a,
+                    session: s,
+                    ts,
+                } => EventKey {
+                    memory_id: id,
+                    actor_id: actor(*a),
+                    session_id: session(*s),
+                    // An LSN no case reaches.
+                    event_id: EventId::new(Timestamp(T0 + ts * 1_000), Lsn(0xdead_beef)),
+                },
+            })
+        }
+        Op::ListEvents { .. } | Op::ListSessions { .. } | Op::ListActors { .. } => return None,
+        Op::Batch(_) => return None,
+    })
+}
+
+/// Checks what the engine answered to `cmd` against the model, then moves the model on.
+fn check(
     model: &mut Model,
-    op: &Op,
-    step: usize,
+    cmd: &Command,
+    r: memlog_engine::Result<Outcome>,
     cov: &Coverage,
 ) -> Result<(), TestCaseError> {
-    match op {
-        Op::CreateMemory { name, token } => {
-            let token = token.map(|t| format!("mt-{t}"));
-            let r = engine.execute(Command::CreateMemory(NewMemory {
-                name: MemoryName::parse(NAMES[*name]).unwrap(),
-                description: Some(format!("memory made at step {step}")),
-                event_expiry_days: 30,
-                strategies: vec![],
-                extra: Default::default(),
-                client_token: token.clone(),
-            }));
-            let existing = token
+    match cmd {
+        Command::CreateMemory(new) => {
+            let existing = new
+                .client_token
                 .as_ref()
                 .and_then(|t| model.memory_tokens.get(t).copied())
                 .filter(|i| model.memories[*i].live);
             let name_taken = model
                 .memories
                 .iter()
-                .any(|o| o.live && o.memory.name.as_str() == NAMES[*name]);
+                .any(|o| o.live && o.memory.name == new.name);
             match (r, existing) {
-                (r, None) if name_taken => {
-                    prop_assert!(
-                        matches!(r, Err(Error::Conflict(_))),
-                        "a second live memory named {}: {:?}",
-                        NAMES[*name],
-                        r
-                    );
-                    hit(&cov.name_conflicts);
-                }
                 (Ok(Outcome::Memory(m)), Some(i)) => {
                     prop_assert_eq!(&m, &model.memories[i].memory, "idempotent CreateMemory");
                     hit(&cov.memory_token_retries);
                 }
+                (r, None) if name_taken => {
+                    prop_assert!(
+                        matches!(r, Err(Error::Conflict(_))),
+                        "a second live memory named {:?}: {:?}",
+                        new.name,
+                        r
+                    );
+                    hit(&cov.name_conflicts);
+                }
                 (Ok(Outcome::Memory(m)), None) => {
-                    prop_assert_eq!(m.name.as_str(), NAMES[*name]);
-                    let prefix = format!("{}-", NAMES[*name]);
+                    prop_assert_eq!(&m.name, &new.name);
+                    let prefix = format!("{}-", new.name.as_str());
                     prop_assert!(m.id.as_str().starts_with(&prefix), "{}", m.id);
                     prop_assert_eq!(m.status, MemoryStatus::Active);
-                    prop_assert_eq!(m.event_expiry_days, 30);
+                    prop_assert_eq!(m.event_expiry_days, new.event_expiry_days);
+                    prop_assert_eq!(&m.description, &new.description);
                     prop_assert!(
                         model.memories.iter().all(|o| o.memory.id != m.id),
                         "memory ids are fresh"
                     );
                     model.next_lsn += 1;
-                    if let Some(t) = token {
-                        model.memory_tokens.insert(t, model.memories.len());
+                    if let Some(t) = &new.client_token {
+                        model.memory_tokens.insert(t.clone(), model.memories.len());
                     }
                     model.memories.push(ModelMemory {
                         memory: m,
@@ -359,99 +449,47 @@ fn apply(
                 (other, _) => prop_assert!(false, "CreateMemory: {:?}", other),
             }
         }
-        Op::DeleteMemory { m } => {
-            let (i, id) = model.memory_id(*m);
-            let r = engine.execute(Command::DeleteMemory(id.clone()));
-            match model.live_mut(i) {
-                Some(mm) => {
-                    prop_assert_eq!(r.ok(), Some(Outcome::MemoryDeleted(id)));
-                    mm.live = false;
-                    hit(&cov.memories_deleted);
-                    model.next_lsn += 1;
-                }
-                None => prop_assert!(is_not_found(&r), "DeleteMemory: {:?}", r),
+        Command::DeleteMemory(id) => match model.live_by_id(id) {
+            Some(mm) => {
+                prop_assert_eq!(r.ok(), Some(Outcome::MemoryDeleted(id.clone())));
+                mm.live = false;
+                model.next_lsn += 1;
+                hit(&cov.memories_deleted);
             }
-        }
-        Op::CreateEvent {
-            m,
-            actor: a,
-            session: s,
-            ts,
-            token,
-            tag,
-        } => {
-            let (i, id) = model.memory_id(*m);
-            let token = token.map(|t| format!("tok-{t}"));
-            let at = Timestamp(T0 + ts * 1_000);
-            let new = NewEvent {
-                memory_id: id.clone(),
-                actor_id: actor(*a),
-                session_id: session(*s),
-                event_timestamp: at,
-                payload: vec![PayloadItem::Conversational(Conversational {
-                    content: Content {
-                        text: format!("message of step {step}"),
-                    },
-                    role: if step % 2 == 0 {
-                        Role::User
-                    } else {
-                        Role::Assistant
-                    },
-                })],
-                branch: None,
-                metadata: tag
-                    .map(|t| {
-                        [(
-                            "tag".to_owned(),
-                            MetadataValue {
-                                string_value: format!("t{t}"),
-                            },
-                        )]
-                        .into()
-                    })
-                    .unwrap_or_default(),
-                client_token: token.clone(),
-                extraction_mode: None,
-            };
-            let r = engine.execute(Command::CreateEvent(new.clone()));
+            None => prop_assert!(is_not_found(&r), "DeleteMemory: {:?}", r),
+        },
+        Command::CreateEvent(new) => {
             let lsn = model.next_lsn;
-            let Some(mm) = model.live_mut(i) else {
+            let Some(mm) = model.live_by_id(&new.memory_id) else {
                 prop_assert!(is_not_found(&r), "CreateEvent in a missing memory: {:?}", r);
                 return Ok(());
             };
             let Ok(Outcome::Event(event)) = r else {
                 return Err(TestCaseError::fail(format!("CreateEvent: {r:?}")));
             };
+            let token = &new.client_token;
             if let Some(prev) = token.as_ref().and_then(|t| mm.tokens.get(t)) {
                 // A retry: the first event comes back and nothing is written.
                 prop_assert_eq!(Some(&event), mm.events.get(prev), "idempotent CreateEvent");
                 hit(&cov.token_retries);
                 return Ok(());
             }
+            let at = new.event_timestamp;
             let want = Event {
-                memory_id: id,
-                actor_id: new.actor_id,
-                session_id: new.session_id,
+                memory_id: new.memory_id.clone(),
+                actor_id: new.actor_id.clone(),
+                session_id: new.session_id.clone(),
                 event_id: EventId::new(at, Lsn(lsn)),
                 event_timestamp: at,
-                payload: new.payload,
+                payload: new.payload.clone(),
                 branch: None,
-                metadata: new.metadata,
+                metadata: new.metadata.clone(),
                 extraction_mode: None,
                 client_token: token.clone(),
             };
             prop_assert_eq!(&event, &want);
-            // The returned id can be read back at once.
-            let key = EventKey {
-                memory_id: event.memory_id.clone(),
-                actor_id: event.actor_id.clone(),
-                session_id: event.session_id.clone(),
-                event_id: event.event_id.clone(),
-            };
-            let read = engine.reader().unwrap().get_event(&key);
-            prop_assert_eq!(read.ok(), Some(event.clone()));
             if let Some(t) = token {
-                mm.tokens.insert(t, event.event_id.clone());
+                mm.tokens.insert(t.clone(), event.event_id.clone());
             }
             let sk = (event.actor_id.clone(), event.session_id.clone());
             let srow = mm.sessions.entry(sk).or_insert((at, 0));
@@ -459,42 +497,22 @@ fn apply(
             srow.1 += 1;
             let arow = mm.actors.entry(event.actor_id.clone()).or_insert(at);
             *arow = (*arow).min(at);
-            mm.created.push(key);
+            mm.created.push(EventKey {
+                memory_id: event.memory_id.clone(),
+                actor_id: event.actor_id.clone(),
+                session_id: event.session_id.clone(),
+                event_id: event.event_id.clone(),
+            });
             mm.events.insert(event.event_id.clone(), event);
-            hit(&cov.events_created);
             model.next_lsn += 1;
+            hit(&cov.events_created);
         }
-        Op::DeleteEvent { m, pick } => {
-            let (i, id) = model.memory_id(*m);
-            let key = match (pick, i.map(|i| &model.memories[i])) {
-                (Pick::Created(n), Some(mm)) if !mm.created.is_empty() => {
-                    mm.created[n % mm.created.len()].clone()
-                }
-                (Pick::Created(n), _) => EventKey {
-                    memory_id: id,
-                    actor_id: actor(n % 3),
-                    session_id: session(n % 3),
-                    event_id: EventId::new(Timestamp(T0), Lsn(1)),
-                },
-                (
-                    Pick::Unknown {
-                        actor: a,
-                        session: s,
-                        ts,
-                    },
-                    _,
-                ) => EventKey {
-                    memory_id: id,
-                    actor_id: actor(*a),
-                    session_id: session(*s),
-                    // An LSN no operation reaches.
-                    event_id: EventId::new(Timestamp(T0 + ts * 1_000), Lsn(0xdead_beef)),
-                },
-            };
-            let r = engine.execute(Command::DeleteEvent(key.clone()));
-            let live = model
-                .live_mut(i)
-                .filter(|mm| mm.events.contains_key(&key.event_id));
+        Command::DeleteEvent(key) => {
+            let live = model.live_by_id(&key.memory_id).filter(|mm| {
+                mm.events
+                    .get(&key.event_id)
+                    .is_some_and(|e| e.actor_id == key.actor_id && e.session_id == key.session_id)
+            });
             match live {
                 Some(mm) => {
                     prop_assert_eq!(r.ok(), Some(Outcome::EventDeleted(key.event_id.clone())));
@@ -502,16 +520,11 @@ fn apply(
                     if let Some(t) = &event.client_token {
                         mm.tokens.remove(t);
                     }
-                    if let Some(s) = mm
-                        .sessions
-                        .get_mut(&(event.actor_id.clone(), event.session_id.clone()))
-                    {
+                    if let Some(s) = mm.sessions.get_mut(&(event.actor_id, event.session_id)) {
                         s.1 -= 1;
                     }
-                    let after = engine.reader().unwrap().get_event(&key);
-                    prop_assert!(is_not_found(&after), "deleted event still readable");
-                    hit(&cov.events_deleted);
                     model.next_lsn += 1;
+                    hit(&cov.events_deleted);
                 }
                 None => {
                     prop_assert!(is_not_found(&r), "DeleteEvent of {:?}: {:?}", key, r);
@@ -519,6 +532,79 @@ fn apply(
                 }
             }
         }
+        other => prop_assert!(false, "the model has no rule for {:?}", other),
+    }
+    Ok(())
+}
+
+fn apply(
+    engine: &Engine,
+    model: &mut Model,
+    op: &Op,
+    step: usize,
+    cov: &Coverage,
+) -> Result<(), TestCaseError> {
+    if let Op::Batch(ops) = op {
+        // Submitted without waiting, so the writer takes several into one group commit;
+        // the queue is FIFO, so the outcome must be as if they ran one by one. All are
+        // addressed with the state from before the batch.
+        let cmds: Vec<Command> = ops.iter().filter_map(|o| command(model, o, step)).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stats = engine.stats();
+        let (commits, requests) = (
+            stats.commits.load(Ordering::Relaxed),
+            stats.requests.load(Ordering::Relaxed),
+        );
+        for (i, c) in cmds.iter().enumerate() {
+            let tx = tx.clone();
+            engine.submit(
+                c.clone(),
+                Box::new(move |r| {
+                    let _ = tx.send((i, r));
+                }),
+            );
+        }
+        drop(tx);
+        let mut results: Vec<_> = rx.iter().collect();
+        prop_assert_eq!(results.len(), cmds.len());
+        results.sort_by_key(|(i, _)| *i);
+        let grouped = (stats.requests.load(Ordering::Relaxed) - requests)
+            - (stats.commits.load(Ordering::Relaxed) - commits);
+        cov.grouped_requests
+            .fetch_add(grouped as usize, Ordering::Relaxed);
+        for (c, (_, r)) in cmds.iter().zip(results) {
+            check(model, c, r, cov)?;
+        }
+        return Ok(());
+    }
+    if let Some(cmd) = command(model, op, step) {
+        let r = engine.execute(cmd.clone());
+        // What a write returned can be read back at once, and a delete is seen at once.
+        let read_back = match (&cmd, &r) {
+            (_, Ok(Outcome::Event(e))) => Some((
+                EventKey {
+                    memory_id: e.memory_id.clone(),
+                    actor_id: e.actor_id.clone(),
+                    session_id: e.session_id.clone(),
+                    event_id: e.event_id.clone(),
+                },
+                Some(e.clone()),
+            )),
+            (Command::DeleteEvent(key), Ok(_)) => Some((key.clone(), None)),
+            _ => None,
+        };
+        check(model, &cmd, r, cov)?;
+        if let Some((key, want)) = read_back {
+            let got = engine.reader().unwrap().get_event(&key);
+            match want {
+                Some(e) => prop_assert_eq!(got.ok(), Some(e)),
+                None => prop_assert!(is_not_found(&got), "deleted event still readable"),
+            }
+        }
+        return Ok(());
+    }
+    let reader = engine.reader().unwrap();
+    match op {
         Op::ListEvents {
             m,
             actor: a,
@@ -527,7 +613,6 @@ fn apply(
         } => {
             let (i, id) = model.memory_id(*m);
             let (a, s) = (actor(*a), session(*s));
-            let reader = engine.reader().unwrap();
             let q = query(&id, &a, &s);
             match model.live(i) {
                 Some(mm) => {
@@ -551,7 +636,6 @@ fn apply(
         } => {
             let (i, id) = model.memory_id(*m);
             let a = actor(*a);
-            let reader = engine.reader().unwrap();
             match model.live(i) {
                 Some(mm) => {
                     let want = sessions_of(mm, &a, *only_with_events);
@@ -567,7 +651,6 @@ fn apply(
         }
         Op::ListActors { m, max } => {
             let (i, id) = model.memory_id(*m);
-            let reader = engine.reader().unwrap();
             match model.live(i) {
                 Some(mm) => {
                     let want: Vec<(ActorId, Timestamp)> =
@@ -580,6 +663,7 @@ fn apply(
                 }
             }
         }
+        other => prop_assert!(false, "not a read: {:?}", other),
     }
     Ok(())
 }
@@ -596,6 +680,10 @@ fn check_everything(engine: &Engine, model: &Model) -> Result<(), TestCaseError>
         .collect();
     live.sort_by(|a, b| a.id.cmp(&b.id));
     all_pages(2, &live, |p| reader.list_memories(&p))?;
+    // The default page is a first page of the default size.
+    let first = reader.list_memories(&Page::default()).unwrap();
+    let want: Vec<Memory> = live.iter().take(Page::DEFAULT_MAX).cloned().collect();
+    prop_assert_eq!(first.items, want);
     for mm in &model.memories {
         let id = &mm.memory.id;
         if !mm.live {
@@ -688,6 +776,7 @@ fn run(kind: Kind, seed: u64) {
         ("deletes of unknown events", &cov.deletes_not_found),
         ("memories deleted", &cov.memories_deleted),
         ("multi-page ListEvents", &cov.multi_page_listings),
+        ("group commits", &cov.grouped_requests),
     ] {
         assert!(n.load(Ordering::Relaxed) > 0, "no case covered {what}");
     }

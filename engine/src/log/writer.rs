@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::command::{self, Command, Ctx, Outcome};
 use crate::log::{self, Entry};
 use crate::projection::{self, Projection};
-use crate::store::{Backend, Txn};
+use crate::store::{Backend, KeyRange, Table, Txn};
 use crate::types::{Lsn, Timestamp};
 use crate::{Error, Result};
 
@@ -110,12 +110,20 @@ pub(crate) fn channel(options: &Options) -> (Handle, Receiver<Request>) {
 impl Writer {
     /// Runs until every [`Handle`] is dropped.
     pub fn run(mut self) {
-        let mut last = match self
-            .backend
-            .snapshot()
-            .and_then(|s| projection::last_lsn(&*s))
-        {
-            Ok(l) => l,
+        // The log's end and the time of its last entry: entry times must not go
+        // backwards across a restart either, whatever the clock says now.
+        let (mut last, mut last_at) = match self.backend.snapshot().and_then(|s| {
+            let mut it = s.range(Table::Log, &KeyRange::all(), true)?;
+            match it.next() {
+                Some(item) => {
+                    let (key, bytes) = item?;
+                    let entry = projection::decode_entry(self.backend.path(), &bytes)?;
+                    Ok((log::lsn_of_key(&key)?, entry.at))
+                }
+                None => Ok((Lsn::ZERO, Timestamp(0))),
+            }
+        }) {
+            Ok(end) => end,
             Err(e) => {
                 tracing::error!("writer cannot read the log's end: {e}");
                 for r in self.rx.iter() {
@@ -124,7 +132,6 @@ impl Writer {
                 return;
             }
         };
-        let mut last_at = Timestamp(0);
         while let Ok(first) = self.rx.recv() {
             let mut batch = vec![first];
             while batch.len() < self.options.max_batch {

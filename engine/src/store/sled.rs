@@ -14,12 +14,31 @@ pub struct Sled {
 }
 
 impl Sled {
+    /// Opens (creating if needed) the database at `path`.
+    ///
+    /// Dropping a `sled::Db` does not release its file lock at once: sled 0.34's
+    /// background threads let go of it a moment later (spacejam/sled#1234). So an open
+    /// that follows a close in the same process (`Engine::replay` after the engine is
+    /// dropped, a restart) retries a refused lock for up to two seconds before failing.
     pub fn open(path: &Path) -> Result<Sled> {
-        let tree = sled::open(path).map_err(|e| storage(path, e))?;
-        Ok(Sled {
-            tree,
-            path: path.to_path_buf(),
-        })
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match sled::open(path) {
+                Ok(tree) => {
+                    return Ok(Sled {
+                        tree,
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && std::time::Instant::now() < give_up =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(storage(path, e)),
+            }
+        }
     }
 }
 

@@ -108,10 +108,12 @@ impl Engine {
             }
         }
         let stats = Arc::new(Stats::default());
-        let last = projection::last_lsn(&*backend.snapshot()?)?;
+        // Read before the writer starts, so a store whose log cannot be read fails to open
+        // instead of refusing every write later.
+        let end = Writer::log_end(&*backend)?;
         stats
             .last_lsn
-            .store(last.0, std::sync::atomic::Ordering::Relaxed);
+            .store(end.0.0, std::sync::atomic::Ordering::Relaxed);
         let (handle, rx) = writer::channel(&options.writer);
         let w = Writer {
             backend: backend.clone(),
@@ -124,7 +126,7 @@ impl Engine {
         };
         let thread = std::thread::Builder::new()
             .name("memlog-writer".into())
-            .spawn(move || w.run())
+            .spawn(move || w.run(end))
             .map_err(|e| Error::Storage {
                 path: options.data_dir.clone(),
                 message: format!("cannot start the writer thread: {e}"),

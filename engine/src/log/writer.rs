@@ -108,30 +108,24 @@ pub(crate) fn channel(options: &Options) -> (Handle, Receiver<Request>) {
 }
 
 impl Writer {
-    /// Runs until every [`Handle`] is dropped.
-    pub fn run(mut self) {
-        // The log's end and the time of its last entry: entry times must not go
-        // backwards across a restart either, whatever the clock says now.
-        let (mut last, mut last_at) = match self.backend.snapshot().and_then(|s| {
-            let mut it = s.range(Table::Log, &KeyRange::all(), true)?;
-            match it.next() {
-                Some(item) => {
-                    let (key, bytes) = item?;
-                    let entry = projection::decode_entry(self.backend.path(), &bytes)?;
-                    Ok((log::lsn_of_key(&key)?, entry.at))
-                }
-                None => Ok((Lsn::ZERO, Timestamp(0))),
+    /// The log's end and the time of its last entry. Entry times must not go backwards
+    /// across a restart either, whatever the clock says now.
+    pub fn log_end(backend: &dyn Backend) -> Result<(Lsn, Timestamp)> {
+        let snap = backend.snapshot()?;
+        let mut it = snap.range(Table::Log, &KeyRange::all(), true)?;
+        match it.next() {
+            Some(item) => {
+                let (key, bytes) = item?;
+                let entry = projection::decode_entry(backend.path(), &bytes)?;
+                Ok((log::lsn_of_key(&key)?, entry.at))
             }
-        }) {
-            Ok(end) => end,
-            Err(e) => {
-                tracing::error!("writer cannot read the log's end: {e}");
-                for r in self.rx.iter() {
-                    (r.done)(Err(Error::Closed));
-                }
-                return;
-            }
-        };
+            None => Ok((Lsn::ZERO, Timestamp(0))),
+        }
+    }
+
+    /// Runs until every [`Handle`] is dropped, starting after `end` (see [`Writer::log_end`]).
+    pub fn run(mut self, end: (Lsn, Timestamp)) {
+        let (mut last, mut last_at) = end;
         while let Ok(first) = self.rx.recv() {
             let mut batch = vec![first];
             while batch.len() < self.options.max_batch {

@@ -374,7 +374,7 @@ async fn list_events(
     State(state): State<AppState>,
     AwsPath((m, a, s)): AwsPath<(String, String, String)>,
     AwsJson(input): AwsJson<wire::ListEventsInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let filter = input.filter.unwrap_or_default();
     let branch = match filter.branch {
         Some(b) => Some(BranchFilter {
@@ -398,12 +398,17 @@ async fn list_events(
     };
     let p = page(input.max_results, input.next_token)?;
     let listing = read(&state, move |r| r.list_events(&q, &p)).await?;
-    let events: Vec<Value> = listing
-        .items
-        .iter()
-        .map(|e| wire::event_out(e, include))
-        .collect();
-    Ok(Json(wire::listing("events", events, listing.next_token)))
+    wire::json_response(
+        StatusCode::OK,
+        &wire::EventsOut {
+            events: listing
+                .items
+                .iter()
+                .map(|e| wire::event_out(e, include))
+                .collect(),
+            next_token: listing.next_token.clone(),
+        },
+    )
 }
 
 /// ListSessions.

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
-use memlog_engine::types::{Event, Memory, MetadataValue, PayloadItem, SessionSummary, Timestamp};
+use memlog_engine::types::{
+    ActorId, Branch, Event, EventId, Memory, MemoryId, MetadataValue, PayloadItem, SessionId,
+    SessionSummary, Timestamp,
+};
 
 use crate::error::ApiError;
 
@@ -266,25 +269,61 @@ pub fn memory_summary_out(m: &Memory, arn: &ArnContext) -> Value {
     })
 }
 
-/// An event in AgentCore's `Event` shape; `payload` is omitted when not requested, as
-/// AgentCore does.
-pub fn event_out(e: &Event, include_payload: bool) -> Value {
-    let mut out = Map::new();
-    out.insert("memoryId".into(), json!(e.memory_id));
-    out.insert("actorId".into(), json!(e.actor_id));
-    out.insert("sessionId".into(), json!(e.session_id));
-    out.insert("eventId".into(), json!(e.event_id));
-    out.insert("eventTimestamp".into(), secs(e.event_timestamp));
-    if include_payload {
-        out.insert("payload".into(), json!(e.payload));
+/// An event in AgentCore's `Event` shape, serialized straight from the engine's value;
+/// `payload` is omitted when not requested, as AgentCore does.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventOut<'a> {
+    memory_id: &'a MemoryId,
+    actor_id: &'a ActorId,
+    session_id: &'a SessionId,
+    event_id: &'a EventId,
+    event_timestamp: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a [PayloadItem]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    branch: Option<&'a Branch>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    metadata: &'a BTreeMap<String, MetadataValue>,
+}
+
+pub fn event_out(e: &Event, include_payload: bool) -> EventOut<'_> {
+    EventOut {
+        memory_id: &e.memory_id,
+        actor_id: &e.actor_id,
+        session_id: &e.session_id,
+        event_id: &e.event_id,
+        event_timestamp: e.event_timestamp.as_epoch_seconds(),
+        payload: include_payload.then_some(e.payload.as_slice()),
+        branch: e.branch.as_ref(),
+        metadata: &e.metadata,
     }
-    if let Some(b) = &e.branch {
-        out.insert("branch".into(), json!(b));
-    }
-    if !e.metadata.is_empty() {
-        out.insert("metadata".into(), json!(e.metadata));
-    }
-    Value::Object(out)
+}
+
+/// Serializes `body` straight into a JSON response (no intermediate `Value`), for answers
+/// that borrow from what the handler read.
+pub fn json_response(
+    status: axum::http::StatusCode,
+    body: &impl Serialize,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| ApiError::Service(format!("cannot encode the answer: {e}")))?;
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
+}
+
+/// ListEvents' answer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventsOut<'a> {
+    pub events: Vec<EventOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
 }
 
 pub fn session_out(s: &SessionSummary) -> Value {

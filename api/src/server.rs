@@ -4,8 +4,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use std::sync::Arc;
+
 use memlog_engine::Engine;
 use memlog_engine::command::{Command, Outcome};
+use memlog_engine::embed::{Embedder, Hashing, MiniLm, find_model};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -24,6 +27,9 @@ pub struct Options {
     pub expiry_interval: Duration,
     /// Region and account shown in ARNs.
     pub arn: ArnContext,
+    /// A model directory to load the embedder from; `None` looks in the usual places
+    /// (see [`memlog_engine::embed::find_model`]).
+    pub embed_model: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -36,15 +42,43 @@ impl Default for Options {
                 region: "us-east-1".into(),
                 account: "000000000000".into(),
             },
+            embed_model: None,
         }
     }
 }
 
+/// Loads all-MiniLM-L6-v2 if a model directory is found, else the hashing embedder —
+/// and says so loudly, because retrieval is then lexical, not semantic.
+pub fn load_embedder(
+    explicit: Option<&std::path::Path>,
+) -> (Arc<dyn Embedder>, Option<std::path::PathBuf>) {
+    match find_model(explicit) {
+        Some(dir) => match MiniLm::load(&dir) {
+            Ok(m) => {
+                tracing::info!(model = %dir.display(), "embeddings: all-MiniLM-L6-v2 on the CPU");
+                return (Arc::new(m), Some(dir));
+            }
+            Err(e) => tracing::warn!(
+                model = %dir.display(),
+                "THE EMBEDDING MODEL FAILED TO LOAD ({e}); falling back to the hashing embedder, which is NOT semantic"
+            ),
+        },
+        None => tracing::warn!(
+            "NO EMBEDDING MODEL FOUND: falling back to the hashing embedder, which is NOT \
+             semantic. Run `memlog model fetch` (or pass --embed-model DIR) and restart."
+        ),
+    }
+    (Arc::new(Hashing::default()), None)
+}
+
 /// The whole application: routes plus middleware.
 pub fn app(engine: Engine, options: &Options) -> axum::Router {
+    let (embedder, embed_model) = load_embedder(options.embed_model.as_deref());
     let state = AppState {
         engine,
         arn: options.arn.clone(),
+        embedder,
+        embed_model,
     };
     routes::router(state)
         .layer(DefaultBodyLimit::max(options.body_limit))

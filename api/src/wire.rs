@@ -355,4 +355,16 @@ pub struct Health {
     pub commits: u64,
     pub requests: u64,
     pub entries: u64,
+    pub embedder: EmbedderHealth,
+}
+
+/// Which embedder the server runs with. `semantic: false` means the hashing fallback:
+/// no model was found (run `memlog model fetch`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbedderHealth {
+    pub name: String,
+    pub dim: usize,
+    pub semantic: bool,
+    pub model_path: Option<String>,
 }

@@ -26,6 +26,10 @@ pub enum Error {
     /// an incompatible version.
     #[error("corrupt data in {path}: {message}")]
     Corruption { path: PathBuf, message: String },
+    /// The embedding model could not be loaded or run: a missing or unreadable model file,
+    /// or a failure inside the model. An internal fault, never the caller's text.
+    #[error("embedding model {path}: {message}")]
+    Embed { path: PathBuf, message: String },
     /// The engine has been shut down.
     #[error("the engine is shut down")]
     Closed,

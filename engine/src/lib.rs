@@ -10,12 +10,15 @@
 //!   event store, updated in the same commit as the log.
 //! - [`command`]: what callers ask for, validated and turned into log entries.
 //! - [`query`]: reads over a snapshot (list/get with AgentCore's filters and pagination).
+//! - [`embed`]: the [`embed::Embedder`] trait; all-MiniLM-L6-v2 on candle, and a hashing
+//!   fallback that is not semantic.
 //! - [`strategy`]: memory strategy configuration as stored.
 //! - [`clock`]: injectable time.
 //! - [`engine`]: [`Engine`], the handle that ties them together.
 
 pub mod clock;
 pub mod command;
+pub mod embed;
 pub mod engine;
 mod error;
 pub mod log;

@@ -68,10 +68,7 @@ impl From<memlog_engine::Error> for ApiError {
             E::NotFound(m) => ApiError::NotFound(m),
             E::Conflict(m) => ApiError::Conflict(m),
             E::Overloaded(m) => ApiError::Throttled(m),
-            e @ (E::Storage { .. } | E::Corruption { .. } | E::Closed) => {
-                tracing::error!("request failed inside the engine: {e}");
-                ApiError::Service(format!("internal error: {e}"))
-            }
+            // Storage, Corruption, Closed, Embed, and whatever internal fault comes next.
             e => {
                 tracing::error!("request failed inside the engine: {e}");
                 ApiError::Service(format!("internal error: {e}"))

@@ -196,13 +196,19 @@ async fn update_memory(
                 })
         })
         .collect::<ApiResult<Vec<_>>>()?;
+    let mut extra = input.extra;
     let update = MemoryUpdate {
         description: input.description,
         event_expiry_days: input.event_expiry_duration.map(expiry_days).transpose()?,
         add_strategies: strategies.add_memory_strategies.unwrap_or_default(),
         modify_strategies: strategies.modify_memory_strategies.unwrap_or_default(),
         delete_strategy_ids,
-        extra: indexed_keys_merge(&state, &id, input.extra).await?,
+        add_indexed_keys: match extra.remove("addIndexedKeys") {
+            Some(Value::Array(keys)) => keys,
+            None => Vec::new(),
+            Some(_) => return Err(ApiError::validation("addIndexedKeys must be a list")),
+        },
+        extra,
     };
     match write(&state, Command::UpdateMemory(id, update)).await? {
         Outcome::Memory(m) => Ok((
@@ -211,26 +217,6 @@ async fn update_memory(
         )),
         o => Err(unexpected(o)),
     }
-}
-
-/// Turns `addIndexedKeys` into the new full `indexedKeys` list.
-async fn indexed_keys_merge(
-    state: &AppState,
-    id: &MemoryId,
-    mut extra: serde_json::Map<String, Value>,
-) -> ApiResult<serde_json::Map<String, Value>> {
-    let Some(Value::Array(add)) = extra.remove("addIndexedKeys") else {
-        return Ok(extra);
-    };
-    let id = id.clone();
-    let m = read(state, move |r| r.get_memory(&id)).await?;
-    let mut keys = match m.extra.get("indexedKeys") {
-        Some(Value::Array(k)) => k.clone(),
-        _ => Vec::new(),
-    };
-    keys.extend(add);
-    extra.insert("indexedKeys".into(), Value::Array(keys));
-    Ok(extra)
 }
 
 #[derive(serde::Deserialize)]

@@ -165,58 +165,42 @@ async fn check_acked(
     failures
 }
 
+/// Every item under `key` of every page of a list endpoint, following `nextToken`.
+async fn all_pages(client: &reqwest::Client, url: &str, key: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..100_000 {
+        let mut body = json!({"maxResults": 100});
+        if let Some(t) = &token {
+            body["nextToken"] = json!(t);
+        }
+        let v: Value = client
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        items.extend(v[key].as_array().expect(key).iter().cloned());
+        token = v["nextToken"].as_str().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    items
+}
+
 /// Every event of every session of our actors, via ListSessions and ListEvents.
 async fn list_all(client: &reqwest::Client, url: &str, memory: &str) -> Vec<Value> {
     let mut all = Vec::new();
     for actor in (0..ACTORS).map(|i| format!("actor-{i}")) {
-        let mut sessions = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..10_000 {
-            let mut body = json!({"maxResults": 100});
-            if let Some(t) = &token {
-                body["nextToken"] = json!(t);
-            }
-            let v: Value = client
-                .post(format!("{url}/memories/{memory}/actor/{actor}/sessions"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            for s in v["sessionSummaries"].as_array().expect("sessionSummaries") {
-                sessions.push(s["sessionId"].as_str().unwrap().to_owned());
-            }
-            token = v["nextToken"].as_str().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
-        for session in sessions {
-            let mut token: Option<String> = None;
-            for _ in 0..100_000 {
-                let mut body = json!({"maxResults": 100});
-                if let Some(t) = &token {
-                    body["nextToken"] = json!(t);
-                }
-                let v: Value = client
-                    .post(format!(
-                        "{url}/memories/{memory}/actor/{actor}/sessions/{session}"
-                    ))
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                all.extend(v["events"].as_array().expect("events").iter().cloned());
-                token = v["nextToken"].as_str().map(str::to_owned);
-                if token.is_none() {
-                    break;
-                }
-            }
+        let sessions_url = format!("{url}/memories/{memory}/actor/{actor}/sessions");
+        for s in all_pages(client, &sessions_url, "sessionSummaries").await {
+            let session = s["sessionId"].as_str().unwrap();
+            let events_url = format!("{sessions_url}/{session}");
+            all.extend(all_pages(client, &events_url, "events").await);
         }
     }
     all

@@ -50,6 +50,8 @@ pub struct MemoryUpdate {
     pub add_strategies: Vec<Value>,
     pub modify_strategies: Vec<Value>,
     pub delete_strategy_ids: Vec<String>,
+    /// Appended to the memory's `indexedKeys` (AgentCore's `addIndexedKeys`).
+    pub add_indexed_keys: Vec<Value>,
     /// Merged key by key into the memory's stored configuration.
     pub extra: Map<String, Value>,
 }
@@ -351,6 +353,17 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
             strategy::check_unique_names(&m.strategies)?;
             for (k, v) in &up.extra {
                 m.extra.insert(k.clone(), v.clone());
+            }
+            if !up.add_indexed_keys.is_empty() {
+                // Appended here, in the writer, so concurrent updates never lose a key.
+                let keys = m
+                    .extra
+                    .entry("indexedKeys")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                match keys {
+                    Value::Array(list) => list.extend(up.add_indexed_keys.iter().cloned()),
+                    _ => *keys = Value::Array(up.add_indexed_keys.clone()),
+                }
             }
             m.updated_at = ctx.now;
             Ok((

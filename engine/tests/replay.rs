@@ -258,6 +258,7 @@ fn build(engine: &Engine, clock: &ManualClock) -> Built {
                     "description": "facts, revised",
                 })],
                 delete_strategy_ids: vec![strategy_id(&chat, "summaries")],
+                add_indexed_keys: vec![json!({"key": "topic", "type": "STRING"})],
                 extra: json!({"tags": {"team": "chat2"}})
                     .as_object()
                     .unwrap()

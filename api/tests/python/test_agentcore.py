@@ -83,6 +83,11 @@ def test_memory_control_plane(control, memory):
     )["memory"]
     assert upd["description"] == "updated"
     assert sorted(x["type"] for x in upd["strategies"]) == ["SEMANTIC", "SUMMARIZATION"]
+    # addIndexedKeys appends to what is there.
+    control.update_memory(memoryId=memory["id"], addIndexedKeys=[{"key": "topic", "type": "STRING"}])
+    keys = control.update_memory(memoryId=memory["id"], addIndexedKeys=[{"key": "score", "type": "NUMBER"}])[
+        "memory"]["indexedKeys"]
+    assert [k["key"] for k in keys] == ["topic", "score"]
     # Idempotent create: same clientToken, same memory.
     token = uuid.uuid4().hex
     a = control.create_memory(name="idem_" + token[:6], eventExpiryDuration=7, clientToken=token)

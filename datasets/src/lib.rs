@@ -1,1 +1,35 @@
-//! placeholder
+//! Public data sets memlog is benchmarked on, and the retrieval metrics computed on them.
+//!
+//! # Supported data sets
+//!
+//! - [`locomo`]: LoCoMo (Maharana et al., 2024, "Evaluating Very Long-Term Conversational
+//!   Memory of LLM Agents", <https://github.com/snap-research/LoCoMo>): long two-speaker
+//!   conversations in dated sessions, with questions in five categories whose evidence is a
+//!   list of dialogue turns. memlog uses a development split of 5 of the 10 conversations
+//!   (conv-26, conv-30, conv-41, conv-42, conv-43), taken unchanged from `data/locomo10.json`.
+//!
+//! # Where the data lives
+//!
+//! The data is not part of this source tree. It is kept beside the checkout: for a checkout
+//! at `X/main`, the development split is `X/shared/datasets/locomo/locomo-dev.json`, with a
+//! README and the licence text. [`locomo::default_locomo_path`] finds it from the current
+//! directory, or takes the path from the `MEMLOG_LOCOMO` environment variable.
+//!
+//! # Licences
+//!
+//! LoCoMo is licensed CC BY-NC 4.0: non-commercial use only, with attribution to its
+//! authors. Code that only reads the file at run time (this crate, the benchmarks) is not
+//! affected, but the data must not be copied into the repository or shipped with it.
+//! The fixture `fixtures/locomo-mini.json`, used by the tests, is written for this project
+//! in LoCoMo's format (no text from LoCoMo) and is under the crate's licence, Apache-2.0.
+//!
+//! # Metrics
+//!
+//! [`metrics`] has hit@k and recall@k over ranked id lists, and an [`metrics::Accumulator`]
+//! that averages them overall and by question category and serialises to JSON.
+
+pub mod locomo;
+pub mod metrics;
+
+pub use locomo::{Dataset, Error, Qa, Sample, Session, Turn, default_locomo_path};
+pub use metrics::{Accumulator, hit_at_k, recall_at_k};

@@ -61,7 +61,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AwsQuer
 }
 
 /// Runs a write through the writer and waits until it is durable.
-async fn write(state: &AppState, cmd: Command) -> ApiResult<Outcome> {
+pub(crate) async fn write(state: &AppState, cmd: Command) -> ApiResult<Outcome> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     state.engine.submit(
         cmd,
@@ -75,7 +75,7 @@ async fn write(state: &AppState, cmd: Command) -> ApiResult<Outcome> {
 }
 
 /// Runs a read on the blocking pool over a fresh snapshot.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&Reader<'_>) -> memlog_engine::Result<T> + Send + 'static,
 ) -> ApiResult<T> {
@@ -89,11 +89,11 @@ async fn read<T: Send + 'static>(
     .map_err(ApiError::from)
 }
 
-fn unexpected(o: Outcome) -> ApiError {
+pub(crate) fn unexpected(o: Outcome) -> ApiError {
     ApiError::Service(format!("unexpected outcome {o:?}"))
 }
 
-fn page(max: Option<i64>, token: Option<String>) -> ApiResult<Page> {
+pub(crate) fn page(max: Option<i64>, token: Option<String>) -> ApiResult<Page> {
     let max = match max {
         Some(m) if m < 1 || m > Page::LIMIT as i64 => {
             return Err(ApiError::validation(format!(
@@ -480,6 +480,7 @@ async fn health(State(state): State<AppState>) -> Json<wire::Health> {
             semantic: state.embed_model.is_some(),
             model_path: state.embed_model.as_ref().map(|p| p.display().to_string()),
         },
+        index: state.engine.index().stats(),
     })
 }
 
@@ -503,6 +504,13 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(list_events))
         .routes(routes!(list_sessions))
         .routes(routes!(list_actors))
+        .routes(routes!(crate::records::retrieve))
+        .routes(routes!(crate::records::list))
+        .routes(routes!(crate::records::get))
+        .routes(routes!(crate::records::delete))
+        .routes(routes!(crate::records::batch_create))
+        .routes(routes!(crate::records::batch_update))
+        .routes(routes!(crate::records::batch_delete))
         .routes(routes!(health))
         .split_for_parts();
     let doc = std::sync::Arc::new(api);

@@ -356,6 +356,9 @@ pub struct Health {
     pub requests: u64,
     pub entries: u64,
     pub embedder: EmbedderHealth,
+    /// The search indexes: `indexedLsn` behind `lastLsn` is the indexing lag.
+    #[schema(value_type = Object)]
+    pub index: memlog_engine::index::IndexStats,
 }
 
 /// Which embedder the server runs with. `semantic: false` means the hashing fallback:

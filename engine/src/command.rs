@@ -6,6 +6,8 @@ use serde_json::{Map, Value};
 
 use crate::log::{Body, Entry, EventKey};
 use crate::projection::events::{self, EventRow};
+use crate::projection::records;
+use crate::record::{self, Record, RecordId, RecordMetadata, Vector};
 use crate::store::{Table, Txn};
 use crate::strategy;
 use crate::types::{
@@ -83,6 +85,67 @@ pub enum Command {
     ExpireEvents {
         limit: usize,
     },
+    /// BatchCreateMemoryRecords: each item succeeds or fails on its own.
+    CreateRecords {
+        memory_id: MemoryId,
+        records: Vec<NewRecord>,
+    },
+    /// BatchUpdateMemoryRecords.
+    UpdateRecords {
+        memory_id: MemoryId,
+        records: Vec<RecordPatch>,
+    },
+    /// BatchDeleteMemoryRecords / DeleteMemoryRecord.
+    DeleteRecords {
+        memory_id: MemoryId,
+        records: Vec<RecordRef>,
+    },
+}
+
+/// One record to create. The embedding is computed by the caller, before the command is
+/// queued, so the writer never runs the model and the log holds the vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRecord {
+    pub request_identifier: Option<String>,
+    pub content: String,
+    pub namespaces: Vec<String>,
+    pub strategy_id: Option<String>,
+    pub metadata: RecordMetadata,
+    pub timestamp: Timestamp,
+    pub source_event_ids: Vec<EventId>,
+    pub embedding: Vector,
+    pub embed_model: String,
+}
+
+/// One record to update; `None` fields keep their value. `embedding` must be given
+/// together with `content`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordPatch {
+    /// As sent: an id that does not parse fails this item only.
+    pub record_id: String,
+    pub timestamp: Option<Timestamp>,
+    pub content: Option<String>,
+    pub embedding: Option<Vector>,
+    pub embed_model: String,
+    pub namespaces: Option<Vec<String>>,
+    pub strategy_id: Option<String>,
+    pub metadata: Option<RecordMetadata>,
+}
+
+/// A record to delete, optionally only if it is in `namespace`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordRef {
+    pub record_id: String,
+    pub namespace: Option<String>,
+}
+
+/// The result of one item of a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemOutcome {
+    pub record_id: Option<RecordId>,
+    pub request_identifier: Option<String>,
+    /// HTTP-style code and message when the item failed.
+    pub error: Option<(u16, String)>,
 }
 
 /// What a command did.
@@ -93,6 +156,8 @@ pub enum Outcome {
     Event(Event),
     EventDeleted(EventId),
     Expired(usize),
+    /// Per-item results of a record batch, in request order.
+    Records(Vec<ItemOutcome>),
 }
 
 /// The writer's view while deciding: the transaction and the next LSN to hand out.
@@ -489,5 +554,319 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
             }
             Ok((bodies, Outcome::Expired(total)))
         }
+        Command::CreateRecords { memory_id, records } => {
+            check_batch(records.len())?;
+            active_memory(ctx.txn, memory_id)?;
+            let mut out = Vec::with_capacity(records.len());
+            let mut written = Vec::new();
+            for new in records {
+                let item = match new.validate() {
+                    Ok(()) => {
+                        let id = loop {
+                            let id = RecordId::generate(ctx.rng);
+                            if records::load(ctx.txn, memory_id, &id)?.is_none()
+                                && !written.iter().any(|r: &Record| r.id == id)
+                            {
+                                break id;
+                            }
+                        };
+                        written.push(Record {
+                            id: id.clone(),
+                            content: new.content.clone(),
+                            namespaces: new.namespaces.clone(),
+                            strategy_id: new.strategy_id.clone(),
+                            metadata: new.metadata.clone(),
+                            timestamp: new.timestamp,
+                            created_at: ctx.now,
+                            source_event_ids: new.source_event_ids.clone(),
+                            embedding: new.embedding.clone(),
+                            embed_model: new.embed_model.clone(),
+                        });
+                        ItemOutcome {
+                            record_id: Some(id),
+                            request_identifier: new.request_identifier.clone(),
+                            error: None,
+                        }
+                    }
+                    Err(e) => failed(None, new.request_identifier.clone(), &e),
+                };
+                out.push(item);
+            }
+            let bodies = if written.is_empty() {
+                vec![]
+            } else {
+                vec![Body::RecordsCreated {
+                    memory_id: memory_id.clone(),
+                    records: written,
+                }]
+            };
+            Ok((bodies, Outcome::Records(out)))
+        }
+        Command::UpdateRecords { memory_id, records } => {
+            check_batch(records.len())?;
+            active_memory(ctx.txn, memory_id)?;
+            let mut out = Vec::with_capacity(records.len());
+            let mut written: Vec<Record> = Vec::new();
+            for patch in records {
+                let item = match patch_record(ctx.txn, memory_id, patch, &written) {
+                    Ok(r) => {
+                        let id = r.id.clone();
+                        written.retain(|w| w.id != id);
+                        written.push(r);
+                        ItemOutcome {
+                            record_id: Some(id),
+                            request_identifier: None,
+                            error: None,
+                        }
+                    }
+                    Err(e) if e.is_caller_error() => {
+                        failed(RecordId::parse(&patch.record_id).ok(), None, &e)
+                    }
+                    Err(e) => return Err(e),
+                };
+                out.push(item);
+            }
+            let bodies = if written.is_empty() {
+                vec![]
+            } else {
+                vec![Body::RecordsUpdated {
+                    memory_id: memory_id.clone(),
+                    records: written,
+                }]
+            };
+            Ok((bodies, Outcome::Records(out)))
+        }
+        Command::DeleteRecords { memory_id, records } => {
+            check_batch(records.len())?;
+            load_memory(ctx.txn, memory_id)?;
+            let mut out = Vec::with_capacity(records.len());
+            let mut ids: Vec<RecordId> = Vec::new();
+            for r in records {
+                let found = RecordId::parse(&r.record_id).and_then(|id| {
+                    let row = records::load(ctx.txn, memory_id, &id)?;
+                    match row {
+                        Some(row)
+                            if !ids.contains(&id)
+                                && r.namespace
+                                    .as_ref()
+                                    .is_none_or(|ns| row.record.namespaces.contains(ns)) =>
+                        {
+                            Ok(id)
+                        }
+                        _ => Err(Error::not_found(format!(
+                            "memory record {id} not found in memory {memory_id}{}",
+                            r.namespace
+                                .as_ref()
+                                .map(|ns| format!(" (namespace {ns})"))
+                                .unwrap_or_default()
+                        ))),
+                    }
+                });
+                out.push(match found {
+                    Ok(id) => {
+                        ids.push(id.clone());
+                        ItemOutcome {
+                            record_id: Some(id),
+                            request_identifier: None,
+                            error: None,
+                        }
+                    }
+                    Err(e) if e.is_caller_error() => {
+                        failed(RecordId::parse(&r.record_id).ok(), None, &e)
+                    }
+                    Err(e) => return Err(e),
+                });
+            }
+            let bodies = if ids.is_empty() {
+                vec![]
+            } else {
+                vec![Body::RecordsDeleted {
+                    memory_id: memory_id.clone(),
+                    record_ids: ids,
+                }]
+            };
+            Ok((bodies, Outcome::Records(out)))
+        }
+    }
+}
+
+fn check_batch(n: usize) -> Result<()> {
+    if n > record::limits::MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "a batch holds at most {} records, got {n}",
+            record::limits::MAX_BATCH
+        )));
+    }
+    Ok(())
+}
+
+fn active_memory(txn: &Txn<'_>, id: &MemoryId) -> Result<Memory> {
+    let memory = load_memory(txn, id)?;
+    if memory.status != MemoryStatus::Active {
+        return Err(Error::conflict(format!(
+            "memory {} is {:?}, not ACTIVE",
+            memory.id, memory.status
+        )));
+    }
+    Ok(memory)
+}
+
+fn failed(
+    record_id: Option<RecordId>,
+    request_identifier: Option<String>,
+    e: &Error,
+) -> ItemOutcome {
+    let code = match e {
+        Error::NotFound(_) => 404,
+        Error::Conflict(_) => 409,
+        _ => 400,
+    };
+    ItemOutcome {
+        record_id,
+        request_identifier,
+        error: Some((code, e.to_string())),
+    }
+}
+
+fn validate_content(text: &str) -> Result<()> {
+    check_chars("content.text", text, 1, record::limits::MAX_CONTENT_CHARS)
+}
+
+fn validate_namespaces(ns: &[String]) -> Result<()> {
+    if ns.len() > record::limits::MAX_NAMESPACES {
+        return Err(Error::invalid(format!(
+            "a record has at most {} namespace, got {}",
+            record::limits::MAX_NAMESPACES,
+            ns.len()
+        )));
+    }
+    ns.iter()
+        .try_for_each(|n| record::validate_namespace("namespace", n))
+}
+
+fn validate_embedding(v: &Vector) -> Result<()> {
+    if v.is_empty() || v.0.iter().any(|x| !x.is_finite()) {
+        return Err(Error::invalid(
+            "a record needs a non-empty, finite embedding",
+        ));
+    }
+    Ok(())
+}
+
+impl NewRecord {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(r) = &self.request_identifier {
+            check_chars("requestIdentifier", r, 1, 80)?;
+            if !r
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(Error::invalid(format!(
+                    "requestIdentifier '{r}' does not match the pattern [a-zA-Z0-9_-]+"
+                )));
+            }
+        }
+        validate_content(&self.content)?;
+        validate_namespaces(&self.namespaces)?;
+        if let Some(s) = &self.strategy_id {
+            record::validate_strategy_id(s)?;
+        }
+        record::validate_metadata(&self.metadata)?;
+        if self.source_event_ids.len() > record::limits::MAX_SOURCE_EVENTS {
+            return Err(Error::invalid(format!(
+                "at most {} sourceEventIds are allowed",
+                record::limits::MAX_SOURCE_EVENTS
+            )));
+        }
+        validate_embedding(&self.embedding)
+    }
+}
+
+/// The new version a patch makes of a live record (or of one written earlier in the same
+/// batch).
+fn patch_record(
+    txn: &Txn<'_>,
+    memory_id: &MemoryId,
+    patch: &RecordPatch,
+    written: &[Record],
+) -> Result<Record> {
+    let id = RecordId::parse(&patch.record_id)?;
+    let mut r = match written.iter().find(|w| w.id == id) {
+        Some(w) => w.clone(),
+        None => {
+            let Some(row) = records::load(txn, memory_id, &id)? else {
+                return Err(Error::not_found(format!(
+                    "memory record {id} not found in memory {memory_id}"
+                )));
+            };
+            // The live row has no embedding: take it from the entry that wrote it.
+            let mut rec = row.record;
+            rec.embedding = version_embedding(txn, memory_id, row.lsn, row.slot)?;
+            rec
+        }
+    };
+    match (&patch.content, &patch.embedding) {
+        (Some(text), Some(v)) => {
+            validate_content(text)?;
+            validate_embedding(v)?;
+            r.content = text.clone();
+            r.embedding = v.clone();
+            r.embed_model = patch.embed_model.clone();
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::invalid(
+                "content and its embedding must be updated together",
+            ));
+        }
+    }
+    if let Some(ns) = &patch.namespaces {
+        validate_namespaces(ns)?;
+        r.namespaces = ns.clone();
+    }
+    if let Some(s) = &patch.strategy_id {
+        record::validate_strategy_id(s)?;
+        r.strategy_id = Some(s.clone());
+    }
+    if let Some(m) = &patch.metadata {
+        record::validate_metadata(m)?;
+        r.metadata = m.clone();
+    }
+    if let Some(t) = patch.timestamp {
+        r.timestamp = t;
+    }
+    Ok(r)
+}
+
+/// The embedding of the version written at (`lsn`, `slot`), read from the log.
+pub(crate) fn version_embedding(
+    txn: &Txn<'_>,
+    memory_id: &MemoryId,
+    lsn: Lsn,
+    slot: u32,
+) -> Result<Vector> {
+    let bytes = txn
+        .get(Table::Log, &crate::log::key(lsn))?
+        .ok_or_else(|| Error::Corruption {
+            path: "log".into(),
+            message: format!("record of memory {memory_id} points at missing LSN {lsn}"),
+        })?;
+    let entry = Entry::decode(&bytes).map_err(|message| Error::Corruption {
+        path: "log".into(),
+        message,
+    })?;
+    match entry.body {
+        Body::RecordsCreated { records, .. } | Body::RecordsUpdated { records, .. } => records
+            .into_iter()
+            .nth(slot as usize)
+            .map(|r| r.embedding)
+            .ok_or_else(|| Error::Corruption {
+                path: "log".into(),
+                message: format!("LSN {lsn} has no record in slot {slot}"),
+            }),
+        other => Err(Error::Corruption {
+            path: "log".into(),
+            message: format!("a record points at LSN {lsn}, which is a {}", other.kind()),
+        }),
     }
 }

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use crate::clock::Clock;
 use crate::command::{Command, Outcome};
+use crate::index::{self, Hit, Query, SearchIndex};
 use crate::log::writer::{self, Done, Stats, Writer};
-use crate::projection::{self, Progress, Projection, events::EventStore};
+use crate::projection::{self, Progress, Projection, events::EventStore, records::RecordStore};
 use crate::query::Reader;
 use crate::store::{self, Backend, Table};
 use crate::{Error, Result};
@@ -21,6 +22,8 @@ pub struct Options {
     pub backend: store::Kind,
     /// Group-commit settings.
     pub writer: writer::Options,
+    /// Search index settings.
+    pub index: index::Tuning,
 }
 
 impl Default for Options {
@@ -29,6 +32,7 @@ impl Default for Options {
             data_dir: PathBuf::from("memlog-data"),
             backend: store::Kind::Redb,
             writer: writer::Options::default(),
+            index: index::Tuning::default(),
         }
     }
 }
@@ -45,6 +49,8 @@ struct Inner {
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<Stats>,
     data_dir: PathBuf,
+    index: Arc<SearchIndex>,
+    indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -56,12 +62,19 @@ impl Drop for Inner {
         {
             let _ = t.join();
         }
+        // Then the indexer: it applies what is left, persists its snapshots and stops.
+        self.index.stop();
+        if let Ok(mut t) = self.indexer.lock()
+            && let Some(t) = t.take()
+        {
+            let _ = t.join();
+        }
     }
 }
 
 /// The synchronous projections, applied in the writer's commit.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(EventStore)]
+    vec![Arc::new(EventStore), Arc::new(RecordStore)]
 }
 
 /// What `replay` did.
@@ -114,7 +127,24 @@ impl Engine {
         stats
             .last_lsn
             .store(end.0.0, std::sync::atomic::Ordering::Relaxed);
+        let index = Arc::new(SearchIndex::open(
+            &options.data_dir.join("index"),
+            options.index.clone(),
+        )?);
+        index.notify_committed(end.0);
+        let indexer = {
+            let index = index.clone();
+            let backend = backend.clone();
+            std::thread::Builder::new()
+                .name("memlog-indexer".into())
+                .spawn(move || index.run(&*backend))
+                .map_err(|e| Error::Storage {
+                    path: options.data_dir.clone(),
+                    message: format!("cannot start the indexer thread: {e}"),
+                })?
+        };
         let (handle, rx) = writer::channel(&options.writer);
+        let notify = index.clone();
         let w = Writer {
             backend: backend.clone(),
             projections,
@@ -123,6 +153,7 @@ impl Engine {
             options: options.writer.clone(),
             stats: stats.clone(),
             rng: fastrand::Rng::new(),
+            on_commit: Some(Arc::new(move |lsn| notify.notify_committed(lsn))),
         };
         let thread = std::thread::Builder::new()
             .name("memlog-writer".into())
@@ -138,6 +169,8 @@ impl Engine {
                 thread: Mutex::new(Some(thread)),
                 stats,
                 data_dir: options.data_dir.clone(),
+                index,
+                indexer: Mutex::new(Some(indexer)),
             }),
         })
     }
@@ -166,6 +199,44 @@ impl Engine {
             snap: self.inner.backend.snapshot()?,
             path: self.inner.backend.path(),
         })
+    }
+
+    /// The search indexes over records.
+    pub fn index(&self) -> &SearchIndex {
+        &self.inner.index
+    }
+
+    /// Blocks until every record change committed so far is searchable (or `timeout`
+    /// passes); returns whether it got there.
+    pub fn wait_indexed(&self, timeout: std::time::Duration) -> bool {
+        let end = crate::types::Lsn(
+            self.inner
+                .stats
+                .last_lsn
+                .load(std::sync::atomic::Ordering::Acquire),
+        );
+        self.inner.index.wait_indexed(end, timeout)
+    }
+
+    /// RetrieveMemoryRecords: hybrid (or single-signal) search over the live records of
+    /// a memory, or over the versions live at `query.as_of`.
+    pub fn retrieve(&self, query: &Query<'_>) -> Result<Vec<Hit>> {
+        query.filter.validate()?;
+        if query.top_k > crate::record::limits::MAX_TOP_K {
+            return Err(Error::invalid(format!(
+                "topK must be at most {}, got {}",
+                crate::record::limits::MAX_TOP_K,
+                query.top_k
+            )));
+        }
+        let reader = self.reader()?;
+        reader.get_memory(query.memory_id)?;
+        let versions = match query.as_of {
+            Some(lsn) => Some(reader.versions_at(query.memory_id, lsn)?),
+            None => None,
+        };
+        drop(reader);
+        self.inner.index.search(query, versions)
     }
 
     pub fn stats(&self) -> &Stats {

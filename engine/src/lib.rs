@@ -10,6 +10,9 @@
 //!   event store, updated in the same commit as the log.
 //! - [`command`]: what callers ask for, validated and turned into log entries.
 //! - [`query`]: reads over a snapshot (list/get with AgentCore's filters and pagination).
+//! - [`record`]: long-term memory records, their versions and filters.
+//! - [`index`]: HNSW and BM25 indexes over records (projections with their own
+//!   checkpoints, followed by an indexer thread) and hybrid retrieval.
 //! - [`embed`]: the [`embed::Embedder`] trait; all-MiniLM-L6-v2 on candle, and a hashing
 //!   fallback that is not semantic.
 //! - [`strategy`]: memory strategy configuration as stored.
@@ -21,9 +24,11 @@ pub mod command;
 pub mod embed;
 pub mod engine;
 mod error;
+pub mod index;
 pub mod log;
 pub mod projection;
 pub mod query;
+pub mod record;
 pub mod store;
 pub mod strategy;
 pub mod types;

@@ -6,10 +6,12 @@ use std::path::Path;
 
 use crate::log::{Body, Entry, EventKey};
 use crate::projection::events::{self, EventRow, SessionRow};
+use crate::projection::records::{self, RecordRow};
+use crate::record::{RecordFilter, RecordId, Version};
 use crate::store::{KeyRange, Snapshot, Table};
 use crate::types::{
-    ActorId, BranchName, Event, EventId, MAIN_BRANCH, Memory, MemoryId, SessionId, SessionSummary,
-    Timestamp,
+    ActorId, BranchName, Event, EventId, Lsn, MAIN_BRANCH, Memory, MemoryId, SessionId,
+    SessionSummary, Timestamp,
 };
 use crate::{Error, Result};
 
@@ -381,5 +383,124 @@ impl Reader<'_> {
                 Timestamp(u64::from_be_bytes(created)),
             )))
         })
+    }
+
+    /// The live version of a record (without its embedding).
+    pub fn get_record(&self, memory: &MemoryId, id: &RecordId) -> Result<RecordRow> {
+        self.get_memory(memory)?;
+        match self
+            .snap
+            .get(Table::Records, &records::record_key(memory, id))?
+        {
+            Some(b) => RecordRow::decode(&b),
+            None => Err(Error::not_found(format!(
+                "memory record {id} not found in memory {memory}"
+            ))),
+        }
+    }
+
+    /// ListMemoryRecords: live records that pass `filter`, in namespace then id order
+    /// when a namespace is given, else in id order.
+    pub fn list_records(
+        &self,
+        memory: &MemoryId,
+        filter: &RecordFilter,
+        page: &Page,
+    ) -> Result<Listing<RecordRow>> {
+        self.get_memory(memory)?;
+        match &filter.namespace {
+            Some(ns) => {
+                let range = records::namespace_range(memory, ns.prefix());
+                let prefix = match &range.start {
+                    Bound::Included(p) => p.clone(),
+                    _ => records::memory_prefix(memory),
+                };
+                self.paged(Table::RecordsByNamespace, &prefix, page, false, |k, _| {
+                    let (ns_of, id) = records::parse_namespace_key(memory, k)
+                        .ok_or_else(|| self.corrupt("unreadable namespace key"))?;
+                    if !ns.matches(&ns_of) {
+                        return Ok(None);
+                    }
+                    let row = self.get_record(memory, &id)?;
+                    Ok(filter.matches(&row.record).then_some(row))
+                })
+            }
+            None => {
+                let prefix = records::memory_prefix(memory);
+                self.paged(Table::Records, &prefix, page, false, |_, v| {
+                    let row = RecordRow::decode(v)?;
+                    Ok(filter.matches(&row.record).then_some(row))
+                })
+            }
+        }
+    }
+
+    /// Every version of the records of `memory` that was live at `at` (the state right
+    /// after entry `at` was applied), with embeddings.
+    pub fn versions_at(&self, memory: &MemoryId, at: Lsn) -> Result<Vec<Version>> {
+        self.get_memory(memory)?;
+        let prefix = records::memory_prefix(memory);
+        let mut out = Vec::new();
+        for item in self
+            .snap
+            .range(Table::RecordHistory, &KeyRange::prefix(&prefix), false)?
+        {
+            let (k, v) = item?;
+            let (id, from) = records::parse_history_key(memory, &k)
+                .ok_or_else(|| self.corrupt("unreadable record history key"))?;
+            let to: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| self.corrupt("unreadable record history row"))?;
+            let to = u64::from_be_bytes(to);
+            if from > at || (to != 0 && to <= at.0) {
+                continue;
+            }
+            let entry = self.entry(from)?.ok_or_else(|| {
+                self.corrupt(format!("record history points at missing LSN {from}"))
+            })?;
+            let records = match entry.body {
+                Body::RecordsCreated { records, .. } | Body::RecordsUpdated { records, .. } => {
+                    records
+                }
+                other => {
+                    return Err(self.corrupt(format!(
+                        "record history points at LSN {from}, a {}",
+                        other.kind()
+                    )));
+                }
+            };
+            let Some((slot, record)) = records.into_iter().enumerate().find(|(_, r)| r.id == id)
+            else {
+                return Err(self.corrupt(format!("LSN {from} does not hold record {id}")));
+            };
+            out.push(Version {
+                memory_id: memory.clone(),
+                record,
+                from,
+                slot: slot as u32,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last LSN written at or before `t` (LSN 0 if none): entry times never decrease
+    /// along the log, so this is a binary search.
+    pub fn lsn_at_time(&self, t: Timestamp) -> Result<Lsn> {
+        let (mut lo, mut hi) = (0u64, self.last_lsn()?.0);
+        // Invariant: entry `lo` (or the start) is at or before t; entries after `hi` are after t.
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            let at = self
+                .entry(Lsn(mid))?
+                .ok_or_else(|| self.corrupt(format!("log has a gap at LSN {mid}")))?
+                .at;
+            if at <= t {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Ok(Lsn(lo))
     }
 }

@@ -14,6 +14,7 @@ pub mod writer;
 
 use serde::{Deserialize, Serialize};
 
+use crate::record::{Record, RecordId};
 use crate::types::{ActorId, Event, EventId, Lsn, Memory, MemoryId, SessionId, Timestamp};
 use crate::{Error, Result};
 
@@ -62,6 +63,21 @@ pub enum Body {
         cutoff: Timestamp,
         events: Vec<EventKey>,
     },
+    /// New long-term records, each with its embedding.
+    RecordsCreated {
+        memory_id: MemoryId,
+        records: Vec<Record>,
+    },
+    /// New versions of existing records (full, not patches). Each replaces the live one.
+    RecordsUpdated {
+        memory_id: MemoryId,
+        records: Vec<Record>,
+    },
+    /// Records that are no longer live.
+    RecordsDeleted {
+        memory_id: MemoryId,
+        record_ids: Vec<RecordId>,
+    },
 }
 
 impl Body {
@@ -74,6 +90,9 @@ impl Body {
             Body::EventCreated { .. } => "EventCreated",
             Body::EventDeleted { .. } => "EventDeleted",
             Body::EventExpired { .. } => "EventExpired",
+            Body::RecordsCreated { .. } => "RecordsCreated",
+            Body::RecordsUpdated { .. } => "RecordsUpdated",
+            Body::RecordsDeleted { .. } => "RecordsDeleted",
         }
     }
 }

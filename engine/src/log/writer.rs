@@ -100,6 +100,8 @@ pub(crate) struct Writer {
     pub options: Options,
     pub stats: Arc<Stats>,
     pub rng: fastrand::Rng,
+    /// Told the new end of the log after every successful commit (the indexer's wake-up).
+    pub on_commit: Option<Arc<dyn Fn(Lsn) + Send + Sync>>,
 }
 
 pub(crate) fn channel(options: &Options) -> (Handle, Receiver<Request>) {
@@ -196,6 +198,9 @@ impl Writer {
                 self.stats.requests.fetch_add(results.len() as u64, Relaxed);
                 self.stats.entries.fetch_add(entries, Relaxed);
                 self.stats.last_lsn.store(new_last.0, Relaxed);
+                if let Some(f) = &self.on_commit {
+                    f(new_last);
+                }
                 for (done, r) in results {
                     done(r);
                 }

@@ -340,6 +340,9 @@ impl Projection for EventStore {
                     Self::remove_event(txn, key)?;
                 }
             }
+            Body::RecordsCreated { .. }
+            | Body::RecordsUpdated { .. }
+            | Body::RecordsDeleted { .. } => {}
         }
         Ok(())
     }

@@ -9,6 +9,7 @@
 //! reproduces the same bytes.
 
 pub mod events;
+pub mod records;
 
 use crate::log::{self, Entry};
 use crate::store::{Backend, KeyRange, Snapshot, Table, Txn};

@@ -43,10 +43,16 @@ pub enum Table {
     Actors,
     /// memory \0 event time (u64 BE) actor \0 session \0 event id → ().
     Expiry,
+    /// memory \0 record id → the live version's row.
+    Records,
+    /// memory \0 record id \0 from LSN (u64 BE) → to LSN (u64 BE, 0 while live).
+    RecordHistory,
+    /// memory \0 namespace \0 record id → ().
+    RecordsByNamespace,
 }
 
 impl Table {
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 12] = [
         Table::Log,
         Table::Meta,
         Table::Memories,
@@ -56,6 +62,9 @@ impl Table {
         Table::Sessions,
         Table::Actors,
         Table::Expiry,
+        Table::Records,
+        Table::RecordHistory,
+        Table::RecordsByNamespace,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +78,9 @@ impl Table {
             Table::Sessions => "sessions",
             Table::Actors => "actors",
             Table::Expiry => "expiry",
+            Table::Records => "records",
+            Table::RecordHistory => "record_history",
+            Table::RecordsByNamespace => "records_by_namespace",
         }
     }
 
@@ -84,6 +96,9 @@ impl Table {
             Table::Sessions => 7,
             Table::Actors => 8,
             Table::Expiry => 9,
+            Table::Records => 10,
+            Table::RecordHistory => 11,
+            Table::RecordsByNamespace => 12,
         }
     }
 }

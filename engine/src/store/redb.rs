@@ -65,7 +65,7 @@ struct RedbSnapshot<'a> {
     owner: &'a Redb,
     /// Tables opened so far: opening one walks redb's table tree, so each is opened once
     /// per snapshot rather than once per read.
-    tables: [std::cell::OnceCell<ReadTable>; 9],
+    tables: [std::cell::OnceCell<ReadTable>; Table::ALL.len()],
 }
 
 impl RedbSnapshot<'_> {

@@ -1,0 +1,1033 @@
+//! The search indexes over long-term records: a vector index ([`hnsw`]) and a full-text
+//! index ([`bm25`]), both projections of the log with checkpoints of their own, and
+//! hybrid retrieval over them.
+//!
+//! ```text
+//!            log ──▶ indexer thread (follows the writer's commits)
+//!                         │ RecordsCreated / Updated / Deleted, MemoryDeleted
+//!            ┌────────────┴─────────────┐
+//!            ▼                          ▼
+//!   per memory: HNSW + docs        tantivy (one index, memory = group)
+//!   snapshot files + MANIFEST      commit payload = checkpoint
+//!   (checkpoint G)                 (checkpoint T)
+//! ```
+//!
+//! On open both are loaded from disk and caught up from `min(G, T) + 1`: each entry is
+//! applied to the HNSW side if its LSN is after G and to the BM25 side if after T, so a
+//! restart never rebuilds what was persisted. Deletes are tombstones in the HNSW graph
+//! (traversed, never returned) until a memory's tombstones pass a quarter of its points,
+//! then that memory's graph is rebuilt from its live points (compaction).
+//!
+//! Retrieval (see [`SearchIndex::search`]): filters by namespace, strategy and metadata
+//! are applied *inside* both searches. When a filter admits few records (at most
+//! [`Tuning::exact_threshold`]), the candidates are scored exactly instead: a filtered
+//! HNSW search over a tiny subset loses recall, brute force over it does not (qdrant's
+//! rule). The two ranked lists are fused by weighted reciprocal rank fusion; the score is
+//! normalised into [0, 1]. Point-in-time queries (`asOf`) score the versions that were
+//! live then exactly, from the log.
+
+pub mod bm25;
+pub mod hnsw;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::{Body, Entry};
+use crate::record::{Record, RecordFilter, RecordId, Version};
+use crate::store::Backend;
+use crate::types::{Lsn, MemoryId};
+use crate::{Error, Result};
+
+use self::bm25::Bm25;
+use self::hnsw::Hnsw;
+
+/// Knobs of the indexes and of retrieval.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tuning {
+    /// HNSW graph degree.
+    pub m: usize,
+    pub ef_construction: usize,
+    /// HNSW search breadth (raised to the number of wanted results when lower).
+    pub ef_search: usize,
+    /// A filter admitting at most this many records is answered by exact search.
+    pub exact_threshold: usize,
+    /// Each list contributes this many candidates per wanted result to the fusion.
+    pub candidates_per_result: usize,
+    /// The `k` of reciprocal rank fusion: 1 / (k + rank).
+    pub rrf_k: f32,
+    pub vector_weight: f32,
+    pub bm25_weight: f32,
+    /// Persist the HNSW snapshots after this many applied record entries …
+    pub persist_every_entries: u64,
+    /// … or this long after the first unpersisted change.
+    pub persist_every_secs: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            exact_threshold: 2_048,
+            candidates_per_result: 4,
+            rrf_k: 60.0,
+            vector_weight: 1.0,
+            bm25_weight: 1.0,
+            persist_every_entries: 5_000,
+            persist_every_secs: 30,
+        }
+    }
+}
+
+/// Which signals rank the records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Reciprocal rank fusion of both.
+    #[default]
+    Hybrid,
+    Vector,
+    Bm25,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        match s.to_ascii_lowercase().as_str() {
+            "hybrid" => Ok(Mode::Hybrid),
+            "vector" | "semantic" => Ok(Mode::Vector),
+            "bm25" | "keyword" | "text" => Ok(Mode::Bm25),
+            other => Err(Error::invalid(format!(
+                "unknown retrieval mode '{other}' (expected hybrid, vector or bm25)"
+            ))),
+        }
+    }
+}
+
+/// A retrieval request. The caller embeds the query text (the engine never runs the
+/// model on a query path it does not own).
+#[derive(Clone, Debug)]
+pub struct Query<'a> {
+    pub memory_id: &'a MemoryId,
+    pub text: &'a str,
+    /// The embedding of `text`; required unless `mode` is BM25.
+    pub vector: Option<&'a [f32]>,
+    pub top_k: usize,
+    pub filter: &'a RecordFilter,
+    pub mode: Mode,
+    /// Answer with the versions live right after this LSN.
+    pub as_of: Option<Lsn>,
+    /// Overrides of the fusion weights (vector, bm25).
+    pub weights: Option<(f32, f32)>,
+}
+
+/// One result.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// The version (without its embedding).
+    pub record: Arc<Record>,
+    /// In [0, 1]; 1 = first in every list that took part.
+    pub score: f32,
+    /// Rank (1-based) and cosine similarity in the vector list, if it was there.
+    pub vector: Option<(usize, f32)>,
+    /// Rank and BM25 score in the full-text list, if it was there.
+    pub bm25: Option<(usize, f32)>,
+}
+
+/// Counts for `/health` and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexStats {
+    /// Everything up to this LSN is searchable.
+    pub indexed_lsn: u64,
+    pub hnsw_checkpoint: u64,
+    pub bm25_checkpoint: u64,
+    pub memories: usize,
+    pub live_records: usize,
+    pub tombstones: usize,
+    /// Entries applied since open (catch-up included): a restart that resumed from the
+    /// checkpoints applies only what came after them.
+    pub applied_since_open: u64,
+    pub compactions: u64,
+}
+
+/// A ranked list of one signal: records with their raw scores, best first.
+type Ranked = Vec<(Arc<Record>, f32)>;
+
+/// A document: one live record version in a memory's index.
+#[derive(Clone, Debug)]
+struct Doc {
+    record: Arc<Record>,
+}
+
+/// One memory's vector index and the documents behind its points.
+struct MemIndex {
+    hnsw: Hnsw,
+    /// By HNSW point id; `None` once deleted.
+    docs: Vec<Option<Doc>>,
+    by_record: HashMap<RecordId, u32>,
+    /// BM25 key (hash of the record id) → live point.
+    key_map: HashMap<u64, u32>,
+    /// (namespace, point) of live points, for cheap candidate sets by namespace prefix.
+    namespaces: BTreeSet<(String, u32)>,
+    tombstones: usize,
+}
+
+impl MemIndex {
+    fn new(dim: usize, tuning: &Tuning) -> MemIndex {
+        MemIndex {
+            hnsw: Hnsw::new(
+                dim,
+                hnsw::Params {
+                    m: tuning.m,
+                    ef_construction: tuning.ef_construction,
+                    ..hnsw::Params::default()
+                },
+            ),
+            docs: Vec::new(),
+            by_record: HashMap::new(),
+            key_map: HashMap::new(),
+            namespaces: BTreeSet::new(),
+            tombstones: 0,
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.by_record.len()
+    }
+
+    fn remove(&mut self, id: &RecordId) {
+        if let Some(p) = self.by_record.remove(id) {
+            self.key_map.remove(&bm25_key_of(id));
+            if let Some(Some(doc)) = self.docs.get_mut(p as usize).map(Option::take) {
+                for ns in &doc.record.namespaces {
+                    self.namespaces.remove(&(ns.clone(), p));
+                }
+            }
+            self.hnsw.delete(p);
+            self.tombstones += 1;
+        }
+    }
+
+    fn insert(&mut self, record: &Record) {
+        self.remove(&record.id);
+        let dim = self.hnsw.dim();
+        let v = fit_dim(&record.embedding.0, dim);
+        let p = self.hnsw.insert(bm25_key_of(&record.id), &v);
+        let doc = Doc {
+            record: Arc::new(record.without_embedding()),
+        };
+        for ns in &doc.record.namespaces {
+            self.namespaces.insert((ns.clone(), p));
+        }
+        self.by_record.insert(record.id.clone(), p);
+        self.key_map.insert(bm25_key_of(&record.id), p);
+        if self.docs.len() <= p as usize {
+            self.docs.resize(p as usize + 1, None);
+        }
+        self.docs[p as usize] = Some(doc);
+    }
+
+    /// Rebuilds the graph from the live points when tombstones dominate.
+    fn maybe_compact(&mut self) -> bool {
+        if self.tombstones < 64 || self.tombstones * 4 < self.hnsw.len() {
+            return false;
+        }
+        let hnsw = self.hnsw.compacted();
+        // `compacted` re-inserts the live points in id order, so the new ids are the ranks.
+        let mut docs = Vec::with_capacity(self.live());
+        for d in self.docs.drain(..) {
+            if d.is_some() {
+                docs.push(d);
+            }
+        }
+        self.by_record.clear();
+        self.key_map.clear();
+        self.namespaces.clear();
+        for (p, d) in docs.iter().enumerate() {
+            if let Some(d) = d {
+                self.by_record.insert(d.record.id.clone(), p as u32);
+                self.key_map.insert(bm25_key_of(&d.record.id), p as u32);
+                for ns in &d.record.namespaces {
+                    self.namespaces.insert((ns.clone(), p as u32));
+                }
+            }
+        }
+        self.hnsw = hnsw;
+        self.docs = docs;
+        self.tombstones = 0;
+        true
+    }
+
+    fn doc(&self, p: u32) -> Option<&Doc> {
+        self.docs.get(p as usize).and_then(Option::as_ref)
+    }
+}
+
+/// Pads or truncates a vector to the index's dimension (an embedder change between
+/// writes; the record is still found by BM25).
+fn fit_dim(v: &[f32], dim: usize) -> Vec<f32> {
+    let mut out = v.to_vec();
+    out.resize(dim, 0.0);
+    out
+}
+
+/// The key of a record in the BM25 index: a hash of its id, the same for every version,
+/// so that replacing or deleting a record does not depend on which version is indexed.
+fn bm25_key_of(id: &RecordId) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_str().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+struct State {
+    memories: HashMap<MemoryId, MemIndex>,
+    /// Every entry up to here is in `memories` (G).
+    hnsw_checkpoint: Lsn,
+    /// The checkpoint in the manifest on disk.
+    hnsw_persisted: Lsn,
+    /// Every entry up to here is in the BM25 index (committed or not).
+    bm25_applied: Lsn,
+    /// Memories changed since the last persist.
+    dirty: BTreeSet<MemoryId>,
+    /// Memories deleted since the last persist (their files go).
+    removed: BTreeSet<MemoryId>,
+    unpersisted_entries: u64,
+    first_unpersisted: Option<Instant>,
+    applied_since_open: u64,
+    compactions: u64,
+}
+
+/// The indexes of one engine. Shared between the indexer thread and readers.
+pub struct SearchIndex {
+    dir: PathBuf,
+    tuning: Tuning,
+    state: RwLock<State>,
+    bm25: Bm25,
+    /// The LSN up to which everything is searchable, and a signal when it moves.
+    indexed: Mutex<Lsn>,
+    indexed_cv: Condvar,
+    /// The writer's last committed LSN, and a signal when it moves.
+    committed: Mutex<Lsn>,
+    committed_cv: Condvar,
+    stop: AtomicBool,
+}
+
+const MAGIC: &[u8; 8] = b"MLHNSW01";
+const MANIFEST: &str = "MANIFEST.json";
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    checkpoint: Lsn,
+    memories: Vec<MemoryId>,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Storage {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Corruption {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the dir.
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    {
+        let mut w = std::io::BufWriter::new(&file);
+        write(&mut w).map_err(|e| io_err(&tmp, e))?;
+        w.flush().map_err(|e| io_err(&tmp, e))?;
+    }
+    file.sync_all().map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn memory_file(dir: &Path, m: &MemoryId) -> PathBuf {
+    dir.join(format!("{m}.hnsw"))
+}
+
+fn save_memory(path: &Path, idx: &MemIndex) -> Result<()> {
+    let docs: Vec<Option<&Record>> = idx
+        .docs
+        .iter()
+        .map(|d| d.as_ref().map(|d| &*d.record))
+        .collect();
+    let docs = serde_json::to_vec(&docs).map_err(|e| io_err(path, e))?;
+    write_atomic(path, |w| {
+        w.write_all(MAGIC)?;
+        w.write_all(&(docs.len() as u64).to_le_bytes())?;
+        w.write_all(&docs)?;
+        idx.hnsw.write_to(w)
+    })
+}
+
+fn load_memory(path: &Path, tuning: &Tuning) -> Result<MemIndex> {
+    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let mut r = std::io::BufReader::new(file);
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic).map_err(|e| corrupt(path, e))?;
+    if &magic != MAGIC {
+        return Err(corrupt(path, "not a memlog HNSW snapshot (bad magic)"));
+    }
+    let mut len = [0u8; 8];
+    r.read_exact(&mut len).map_err(|e| corrupt(path, e))?;
+    let len = u64::from_le_bytes(len);
+    if len > 1 << 40 {
+        return Err(corrupt(path, "implausible document table length"));
+    }
+    let mut docs = vec![0u8; len as usize];
+    r.read_exact(&mut docs).map_err(|e| corrupt(path, e))?;
+    let docs: Vec<Option<Record>> = serde_json::from_slice(&docs).map_err(|e| corrupt(path, e))?;
+    let hnsw = Hnsw::read_from(&mut r).map_err(|e| corrupt(path, e))?;
+    if hnsw.len() != docs.len() {
+        return Err(corrupt(
+            path,
+            format!("{} points but {} documents", hnsw.len(), docs.len()),
+        ));
+    }
+    let mut idx = MemIndex::new(hnsw.dim(), tuning);
+    idx.hnsw = hnsw;
+    for (p, d) in docs.into_iter().enumerate() {
+        match d {
+            Some(record) => {
+                for ns in &record.namespaces {
+                    idx.namespaces.insert((ns.clone(), p as u32));
+                }
+                idx.by_record.insert(record.id.clone(), p as u32);
+                idx.key_map.insert(bm25_key_of(&record.id), p as u32);
+                idx.docs.push(Some(Doc {
+                    record: Arc::new(record),
+                }));
+            }
+            None => {
+                idx.tombstones += 1;
+                idx.docs.push(None);
+            }
+        }
+    }
+    Ok(idx)
+}
+
+impl SearchIndex {
+    /// Opens the indexes under `dir` (created if missing). Call [`SearchIndex::catch_up`]
+    /// before serving, or start [`SearchIndex::run`].
+    pub fn open(dir: &Path, tuning: Tuning) -> Result<SearchIndex> {
+        let hdir = dir.join("hnsw");
+        std::fs::create_dir_all(&hdir).map_err(|e| io_err(&hdir, e))?;
+        let bdir = dir.join("bm25");
+        std::fs::create_dir_all(&bdir).map_err(|e| io_err(&bdir, e))?;
+        let bm25 = Bm25::open(&bdir)?;
+        let mut memories = HashMap::new();
+        let mut checkpoint = Lsn::ZERO;
+        let mpath = hdir.join(MANIFEST);
+        if mpath.exists() {
+            let loaded = (|| -> Result<(Lsn, HashMap<MemoryId, MemIndex>)> {
+                let bytes = std::fs::read(&mpath).map_err(|e| io_err(&mpath, e))?;
+                let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| corrupt(&mpath, e))?;
+                let mut out = HashMap::new();
+                for id in m.memories {
+                    let idx = load_memory(&memory_file(&hdir, &id), &tuning)?;
+                    out.insert(id, idx);
+                }
+                Ok((m.checkpoint, out))
+            })();
+            match loaded {
+                Ok((c, m)) => {
+                    checkpoint = c;
+                    memories = m;
+                }
+                Err(e) => {
+                    tracing::warn!("vector index snapshot unusable, rebuilding from the log: {e}");
+                }
+            }
+        }
+        let bm25_checkpoint = Lsn(bm25.checkpoint());
+        let indexed = checkpoint.min(bm25_checkpoint);
+        Ok(SearchIndex {
+            dir: dir.to_path_buf(),
+            tuning,
+            state: RwLock::new(State {
+                memories,
+                hnsw_checkpoint: checkpoint,
+                hnsw_persisted: checkpoint,
+                bm25_applied: bm25_checkpoint,
+                dirty: BTreeSet::new(),
+                removed: BTreeSet::new(),
+                unpersisted_entries: 0,
+                first_unpersisted: None,
+                applied_since_open: 0,
+                compactions: 0,
+            }),
+            bm25,
+            indexed: Mutex::new(indexed),
+            indexed_cv: Condvar::new(),
+            committed: Mutex::new(Lsn::ZERO),
+            committed_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn tuning(&self) -> &Tuning {
+        &self.tuning
+    }
+
+    fn read_state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The LSN up to which every record change is searchable.
+    pub fn indexed_lsn(&self) -> Lsn {
+        *self.indexed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the indexer that the log now ends at `lsn`.
+    pub fn notify_committed(&self, lsn: Lsn) {
+        let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        if lsn > *c {
+            *c = lsn;
+            self.committed_cv.notify_all();
+        }
+    }
+
+    /// Blocks until everything up to `lsn` is searchable or `timeout` passes; returns
+    /// whether it got there.
+    pub fn wait_indexed(&self, lsn: Lsn, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+        while *g < lsn {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .indexed_cv
+                .wait_timeout(g, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        let s = self.read_state();
+        let bm25 = &self.bm25;
+        IndexStats {
+            indexed_lsn: self.indexed_lsn().0,
+            hnsw_checkpoint: s.hnsw_checkpoint.0,
+            bm25_checkpoint: bm25.checkpoint(),
+            memories: s.memories.len(),
+            live_records: s.memories.values().map(MemIndex::live).sum(),
+            tombstones: s.memories.values().map(|m| m.tombstones).sum(),
+            applied_since_open: s.applied_since_open,
+            compactions: s.compactions,
+        }
+    }
+
+    /// Applies every entry after the indexes' checkpoints up to the log's end; returns
+    /// the number of entries applied.
+    pub fn catch_up(&self, backend: &dyn Backend) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.step(backend, 1_000)?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n;
+        }
+    }
+
+    /// Applies up to `max` entries after the current position, commits BM25, and
+    /// persists HNSW snapshots when due. Returns the number of entries read.
+    fn step(&self, backend: &dyn Backend, max: usize) -> Result<u64> {
+        let (g, t) = {
+            let s = self.read_state();
+            (s.hnsw_checkpoint, s.bm25_applied)
+        };
+        let from = g.min(t).next();
+        let entries: Vec<Entry> = {
+            let snap = backend.snapshot()?;
+            let range = crate::store::KeyRange {
+                start: std::ops::Bound::Included(crate::log::key(from).to_vec()),
+                end: std::ops::Bound::Unbounded,
+            };
+            let mut out = Vec::new();
+            for item in snap
+                .range(crate::store::Table::Log, &range, false)?
+                .take(max)
+            {
+                out.push(crate::projection::decode_entry(backend.path(), &item?.1)?);
+            }
+            out
+        };
+        let Some(last) = entries.last().map(|e| e.lsn) else {
+            return Ok(0);
+        };
+        let mut bm25_touched = false;
+        {
+            let mut s = self.write_state();
+            let bm25 = &self.bm25;
+            for e in &entries {
+                let to_hnsw = e.lsn > s.hnsw_checkpoint;
+                let to_bm25 = e.lsn > s.bm25_applied;
+                if self.apply(&mut s, bm25, e, to_hnsw, to_bm25)? {
+                    bm25_touched |= to_bm25;
+                    s.applied_since_open += 1;
+                    if to_hnsw {
+                        s.unpersisted_entries += 1;
+                        s.first_unpersisted.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+            s.hnsw_checkpoint = s.hnsw_checkpoint.max(last);
+            s.bm25_applied = s.bm25_applied.max(last);
+            // Commit (durable and visible) only when something changed: most entries are
+            // events, and a commit per batch of them would be an fsync for nothing. The
+            // on-disk checkpoint then lags; a restart re-reads those entries and skips them.
+            if bm25_touched {
+                bm25.commit(last.0)?;
+            }
+        }
+        self.persist_if_due(false)?;
+        // Both sides have applied everything up to `last` (BM25 may keep an older
+        // checkpoint on disk when the last entries did not concern it).
+        let visible = last;
+        let mut g = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+        if visible > *g {
+            *g = visible;
+            self.indexed_cv.notify_all();
+        }
+        Ok(entries.len() as u64)
+    }
+
+    /// Applies one entry; returns whether it concerned records.
+    fn apply(
+        &self,
+        s: &mut State,
+        bm25: &Bm25,
+        e: &Entry,
+        to_hnsw: bool,
+        to_bm25: bool,
+    ) -> Result<bool> {
+        match &e.body {
+            Body::RecordsCreated { memory_id, records }
+            | Body::RecordsUpdated { memory_id, records } => {
+                if to_hnsw {
+                    let dim = records.first().map_or(0, |r| r.embedding.0.len());
+                    let tuning = &self.tuning;
+                    let idx = s
+                        .memories
+                        .entry(memory_id.clone())
+                        .or_insert_with(|| MemIndex::new(dim, tuning));
+                    for r in records {
+                        idx.insert(r);
+                    }
+                    s.dirty.insert(memory_id.clone());
+                }
+                if to_bm25 {
+                    for r in records {
+                        let key = bm25_key_of(&r.id);
+                        bm25.delete(key)?;
+                        bm25.add(key, memory_id.as_str(), &r.content)?;
+                    }
+                }
+                Ok(true)
+            }
+            Body::RecordsDeleted {
+                memory_id,
+                record_ids,
+            } => {
+                if to_hnsw && let Some(idx) = s.memories.get_mut(memory_id) {
+                    for id in record_ids {
+                        idx.remove(id);
+                    }
+                    if idx.maybe_compact() {
+                        s.compactions += 1;
+                    }
+                    s.dirty.insert(memory_id.clone());
+                }
+                if to_bm25 {
+                    for id in record_ids {
+                        bm25.delete(bm25_key_of(id))?;
+                    }
+                }
+                Ok(true)
+            }
+            Body::MemoryDeleted { memory_id } => {
+                if to_hnsw && s.memories.remove(memory_id).is_some() {
+                    s.dirty.remove(memory_id);
+                    s.removed.insert(memory_id.clone());
+                }
+                if to_bm25 {
+                    bm25.delete_group(memory_id.as_str())?;
+                }
+                Ok(true)
+            }
+            Body::MemoryCreated { .. }
+            | Body::MemoryUpdated { .. }
+            | Body::EventCreated { .. }
+            | Body::EventDeleted { .. }
+            | Body::EventExpired { .. } => Ok(false),
+        }
+    }
+
+    /// Writes the snapshots of changed memories and then the manifest, and commits the
+    /// BM25 checkpoint, when enough has changed or enough time has passed (or always, with
+    /// `force`). Checkpoints also move on after long runs of entries that touched no
+    /// record, so a restart does not re-read them.
+    pub fn persist_if_due(&self, force: bool) -> Result<()> {
+        let every = self.tuning.persist_every_entries;
+        let (hnsw_due, bm25_due) = {
+            let s = self.read_state();
+            let bm25 = &self.bm25;
+            let changed = !s.dirty.is_empty() || !s.removed.is_empty();
+            let stale = s.first_unpersisted.is_some_and(|t| {
+                t.elapsed() >= Duration::from_secs(self.tuning.persist_every_secs)
+            });
+            let hnsw_lag = s.hnsw_checkpoint.0 - s.hnsw_persisted.0;
+            let bm25_lag = s.bm25_applied.0.saturating_sub(bm25.checkpoint());
+            (
+                (changed && (force || stale || s.unpersisted_entries >= every))
+                    || (hnsw_lag > 0 && (force || hnsw_lag >= every * 4)),
+                bm25_lag > 0 && (force || bm25_lag >= every * 4),
+            )
+        };
+        if bm25_due {
+            let applied = self.read_state().bm25_applied;
+            let bm25 = &self.bm25;
+            bm25.commit(applied.0)?;
+        }
+        if !hnsw_due {
+            return Ok(());
+        }
+        // Readers keep going; the indexer (the only writer) waits, which is what we want.
+        let s = self.read_state();
+        let hdir = self.dir.join("hnsw");
+        for id in &s.dirty {
+            if let Some(idx) = s.memories.get(id) {
+                save_memory(&memory_file(&hdir, id), idx)?;
+            }
+        }
+        let mut memories: Vec<MemoryId> = s.memories.keys().cloned().collect();
+        memories.sort();
+        let checkpoint = s.hnsw_checkpoint;
+        let manifest = Manifest {
+            checkpoint,
+            memories,
+        };
+        let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| io_err(&hdir, e))?;
+        write_atomic(&hdir.join(MANIFEST), |w| w.write_all(&bytes))?;
+        let removed: Vec<MemoryId> = s.removed.iter().cloned().collect();
+        drop(s);
+        for id in &removed {
+            let _ = std::fs::remove_file(memory_file(&hdir, id));
+        }
+        let mut s = self.write_state();
+        s.dirty.clear();
+        s.removed.clear();
+        s.unpersisted_entries = 0;
+        s.first_unpersisted = None;
+        s.hnsw_persisted = checkpoint;
+        Ok(())
+    }
+
+    /// The indexer loop: follows the log until [`SearchIndex::stop`], then persists.
+    pub fn run(&self, backend: &dyn Backend) {
+        let mut backoff = Duration::from_millis(100);
+        while !self.stop.load(Ordering::Acquire) {
+            match self.step(backend, 1_000) {
+                Ok(0) => {
+                    backoff = Duration::from_millis(100);
+                    let indexed = self.indexed_lsn();
+                    let g = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+                    if *g <= indexed && !self.stop.load(Ordering::Acquire) {
+                        // Woken by a commit, or time-based persisting.
+                        let _ = self.committed_cv.wait_timeout(g, Duration::from_secs(1));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("indexer: {e}; retrying in {backoff:?}");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        if let Err(e) = self.persist_if_due(true) {
+            tracing::error!("indexer: final persist failed: {e}");
+        }
+    }
+
+    /// Asks [`SearchIndex::run`] to finish.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _g = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        self.committed_cv.notify_all();
+    }
+
+    /// Hybrid, vector or BM25 retrieval over the live records (or, with `as_of`, over
+    /// `versions`: the versions live then, which the caller reads from the store).
+    pub fn search(&self, q: &Query<'_>, versions: Option<Vec<Version>>) -> Result<Vec<Hit>> {
+        if q.top_k == 0 {
+            return Ok(Vec::new());
+        }
+        if q.mode != Mode::Bm25 && q.vector.is_none() {
+            return Err(Error::invalid(
+                "vector retrieval needs the query's embedding",
+            ));
+        }
+        let n = (q.top_k * self.tuning.candidates_per_result)
+            .max(q.top_k)
+            .max(20);
+        let (wv, wb) = q
+            .weights
+            .unwrap_or((self.tuning.vector_weight, self.tuning.bm25_weight));
+        let (wv, wb) = match q.mode {
+            Mode::Hybrid => (wv, wb),
+            Mode::Vector => (1.0, 0.0),
+            Mode::Bm25 => (0.0, 1.0),
+        };
+        let (vec_list, text_list): (Ranked, Ranked) =
+            match versions {
+                Some(vs) => self.search_versions(q, vs, n, wv > 0.0, wb > 0.0),
+                None => self.search_live(q, n, wv > 0.0, wb > 0.0)?,
+            };
+        Ok(fuse(
+            &vec_list,
+            &text_list,
+            wv,
+            wb,
+            self.tuning.rrf_k,
+            q.top_k,
+        ))
+    }
+
+    /// Exact scoring of point-in-time versions.
+    fn search_versions(
+        &self,
+        q: &Query<'_>,
+        versions: Vec<Version>,
+        n: usize,
+        use_vec: bool,
+        use_text: bool,
+    ) -> (Ranked, Ranked) {
+        let live: Vec<Record> = versions
+            .into_iter()
+            .map(|v| v.record)
+            .filter(|r| q.filter.matches(r))
+            .collect();
+        let mut vec_list = Vec::new();
+        if use_vec && let Some(qv) = q.vector {
+            let mut scored: Vec<(usize, f32)> = live
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, hnsw::dot(qv, &fit_dim(&r.embedding.0, qv.len()))))
+                .collect();
+            scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            scored.truncate(n);
+            vec_list = scored
+                .into_iter()
+                .map(|(i, s)| (Arc::new(live[i].without_embedding()), s))
+                .collect();
+        }
+        let mut text_list = Vec::new();
+        if use_text {
+            let docs: Vec<&str> = live.iter().map(|r| r.content.as_str()).collect();
+            text_list = bm25::score_exact(q.text, &docs, n)
+                .into_iter()
+                .map(|(i, s)| (Arc::new(live[i].without_embedding()), s))
+                .collect();
+        }
+        (vec_list, text_list)
+    }
+
+    /// The live path: HNSW (or exact over a small candidate set) and tantivy.
+    fn search_live(
+        &self,
+        q: &Query<'_>,
+        n: usize,
+        use_vec: bool,
+        use_text: bool,
+    ) -> Result<(Ranked, Ranked)> {
+        let s = self.read_state();
+        let Some(idx) = s.memories.get(q.memory_id) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let admits = |p: u32| idx.doc(p).is_some_and(|d| q.filter.matches(&d.record));
+        // A small candidate set is searched exactly.
+        let candidates: Option<Vec<u32>> = if q.filter.is_empty() {
+            None
+        } else {
+            small_candidate_set(idx, q.filter, self.tuning.exact_threshold)
+        };
+        let mut vec_list = Vec::new();
+        if use_vec && let Some(qv) = q.vector {
+            let qv = fit_dim(qv, idx.hnsw.dim());
+            let hits = match &candidates {
+                Some(c) => idx.hnsw.exact(&qv, n, Some(c)),
+                None if q.filter.is_empty() => {
+                    idx.hnsw.search(&qv, n, self.tuning.ef_search.max(n), None)
+                }
+                None => {
+                    let f: &dyn Fn(u32) -> bool = &admits;
+                    idx.hnsw
+                        .search(&qv, n, (self.tuning.ef_search * 2).max(n), Some(f))
+                }
+            };
+            vec_list = hits
+                .into_iter()
+                .filter_map(|(p, sim)| idx.doc(p).map(|d| (d.record.clone(), sim)))
+                .collect();
+        }
+        let mut text_list = Vec::new();
+        if use_text {
+            // The BM25 key is the hash of the record id; resolve it through the live map.
+            let lookup = |key: u64| idx.key_map.get(&key).and_then(|p| idx.doc(*p));
+            let filter = |key: u64| lookup(key).is_some_and(|d| q.filter.matches(&d.record));
+            let bm25 = &self.bm25;
+            let hits = if q.filter.is_empty() {
+                bm25.search(q.memory_id.as_str(), q.text, n, None)?
+            } else {
+                bm25.search(q.memory_id.as_str(), q.text, n, Some(&filter))?
+            };
+            text_list = hits
+                .into_iter()
+                .filter_map(|(key, score)| lookup(key).map(|d| (d.record.clone(), score)))
+                .collect();
+        }
+        Ok((vec_list, text_list))
+    }
+}
+
+/// The candidate set of a filter when it is small enough to search exactly.
+fn small_candidate_set(
+    idx: &MemIndex,
+    filter: &RecordFilter,
+    threshold: usize,
+) -> Option<Vec<u32>> {
+    let admits = |p: u32| idx.doc(p).is_some_and(|d| filter.matches(&d.record));
+    if idx.live() <= threshold {
+        return Some(
+            idx.by_record
+                .values()
+                .copied()
+                .filter(|p| admits(*p))
+                .collect::<BTreeSet<u32>>()
+                .into_iter()
+                .collect(),
+        );
+    }
+    if let Some(ns) = &filter.namespace {
+        // Namespaces under the prefix, in order; stop once past the threshold.
+        let prefix = ns.prefix();
+        let mut out = Vec::new();
+        for (name, p) in idx.namespaces.range((prefix.to_owned(), 0)..) {
+            if !name.starts_with(prefix) {
+                break;
+            }
+            if admits(*p) {
+                out.push(*p);
+                if out.len() > threshold {
+                    return None;
+                }
+            }
+        }
+        out.sort_unstable();
+        return Some(out);
+    }
+    // Estimate the selectivity on a deterministic sample of live points.
+    let live: Vec<u32> = idx.by_record.values().copied().collect();
+    let step = (live.len() / 256).max(1);
+    let sample = live.iter().step_by(step);
+    let (mut seen, mut hit) = (0usize, 0usize);
+    for p in sample {
+        seen += 1;
+        hit += usize::from(admits(*p));
+    }
+    let estimate = live.len() * hit / seen.max(1);
+    if estimate > threshold {
+        return None;
+    }
+    let mut out: Vec<u32> = live.into_iter().filter(|p| admits(*p)).collect();
+    out.sort_unstable();
+    Some(out)
+}
+
+/// Weighted reciprocal rank fusion of two ranked lists, normalised so that being first in
+/// every list that has weight scores 1.
+fn fuse(
+    vec_list: &[(Arc<Record>, f32)],
+    text_list: &[(Arc<Record>, f32)],
+    wv: f32,
+    wb: f32,
+    k: f32,
+    top_k: usize,
+) -> Vec<Hit> {
+    let mut by_id: HashMap<&RecordId, Hit> = HashMap::new();
+    for (rank, (r, sim)) in vec_list.iter().enumerate() {
+        let h = by_id.entry(&r.id).or_insert_with(|| Hit {
+            record: r.clone(),
+            score: 0.0,
+            vector: None,
+            bm25: None,
+        });
+        h.vector = Some((rank + 1, *sim));
+        h.score += wv / (k + rank as f32 + 1.0);
+    }
+    for (rank, (r, s)) in text_list.iter().enumerate() {
+        let h = by_id.entry(&r.id).or_insert_with(|| Hit {
+            record: r.clone(),
+            score: 0.0,
+            vector: None,
+            bm25: None,
+        });
+        h.bm25 = Some((rank + 1, *s));
+        h.score += wb / (k + rank as f32 + 1.0);
+    }
+    let best = (wv + wb) / (k + 1.0);
+    let mut hits: Vec<Hit> = by_id.into_values().collect();
+    for h in &mut hits {
+        h.score = if best > 0.0 {
+            (h.score / best).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+    }
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.record.id.cmp(&b.record.id))
+    });
+    hits.truncate(top_k);
+    hits
+}

@@ -335,3 +335,114 @@ def test_agentcore_sdk_memory_client(monkeypatch):
     assert len(turns) == 2
     branches = mc.list_branches(memory_id=mid, actor_id="sdk-user", session_id="sdk-session")
     assert [b["name"] for b in branches] == ["main"]
+
+
+def test_memory_records(data, memory):
+    mid = memory["id"]
+    ns = "/strategy/facts/actors/rec-user"
+    facts = [
+        ("r1", "Ana is allergic to peanuts and shellfish", {"topic": {"stringValue": "health"}}),
+        ("r2", "Ana moved to Lisbon in 2021 and works as a nurse", {"topic": {"stringValue": "life"}}),
+        ("r3", "Ana prefers window seats on long flights", {"topic": {"stringValue": "travel"},
+                                                          "priority": {"numberValue": 3}}),
+    ]
+    resp = data.batch_create_memory_records(
+        memoryId=mid,
+        records=[
+            {"requestIdentifier": rid, "namespaces": [ns], "content": {"text": text},
+             "timestamp": now(), "memoryStrategyId": "facts", "metadata": meta}
+            for rid, text, meta in facts
+        ] + [
+            # A namespace that breaks AgentCore's pattern fails alone.
+            {"requestIdentifier": "bad", "namespaces": ["a::b"], "content": {"text": "x"},
+             "timestamp": now()},
+        ],
+    )
+    ok = {r["requestIdentifier"]: r["memoryRecordId"] for r in resp["successfulRecords"]}
+    assert sorted(ok) == ["r1", "r2", "r3"]
+    assert all(r["status"] == "SUCCEEDED" for r in resp["successfulRecords"])
+    [bad] = resp["failedRecords"]
+    assert bad["requestIdentifier"] == "bad" and bad["status"] == "FAILED"
+    assert bad["errorCode"] == 400 and "namespace" in bad["errorMessage"]
+    assert all(i.startswith("mem-") and 40 <= len(i) <= 50 for i in ok.values())
+
+    rec = data.get_memory_record(memoryId=mid, memoryRecordId=ok["r1"])["memoryRecord"]
+    assert rec["content"]["text"] == facts[0][1]
+    assert rec["namespaces"] == [ns] and rec["memoryStrategyId"] == "facts"
+    assert rec["metadata"]["topic"] == {"stringValue": "health"}
+    assert abs(rec["createdAt"].timestamp() - now()) < 600
+
+    listed = data.list_memory_records(memoryId=mid, namespace="/strategy/facts", maxResults=2)
+    assert len(listed["memoryRecordSummaries"]) == 2 and "nextToken" in listed
+    rest = data.list_memory_records(memoryId=mid, namespace="/strategy/facts",
+                                    nextToken=listed["nextToken"])
+    seen = {r["memoryRecordId"] for r in listed["memoryRecordSummaries"] + rest["memoryRecordSummaries"]}
+    assert seen == set(ok.values())
+
+    def retrieve(query, **kw):
+        crit = {"searchQuery": query, "topK": 3}
+        crit.update(kw.pop("criteria", {}))
+        return data.retrieve_memory_records(memoryId=mid, namespace=ns, searchCriteria=crit,
+                                            **kw)["memoryRecordSummaries"]
+
+    hits = retrieve("which food allergies does Ana have? peanuts")
+    assert hits[0]["memoryRecordId"] == ok["r1"]
+    assert 0.0 <= hits[-1]["score"] <= hits[0]["score"] <= 1.0
+    # Metadata filters: only travel records, and numbers compare as numbers.
+    hits = retrieve("Ana", criteria={"metadataFilters": [
+        {"left": {"metadataKey": "topic"}, "operator": "EQUALS_TO",
+         "right": {"metadataValue": {"stringValue": "travel"}}}]})
+    assert [h["memoryRecordId"] for h in hits] == [ok["r3"]]
+    hits = retrieve("Ana", criteria={"metadataFilters": [
+        {"left": {"metadataKey": "priority"}, "operator": "GREATER_THAN",
+         "right": {"metadataValue": {"numberValue": 5}}}]})
+    assert hits == []
+    # Another namespace sees nothing.
+    assert data.retrieve_memory_records(
+        memoryId=mid, namespace="/strategy/facts/actors/someone-else",
+        searchCriteria={"searchQuery": "Ana peanuts"})["memoryRecordSummaries"] == []
+
+    upd = data.batch_update_memory_records(memoryId=mid, records=[
+        {"memoryRecordId": ok["r2"], "timestamp": now(),
+         "content": {"text": "Ana moved to Porto in 2024 and works as a midwife"}},
+        {"memoryRecordId": "mem-" + "x" * 36, "timestamp": now()},
+    ])
+    assert [r["memoryRecordId"] for r in upd["successfulRecords"]] == [ok["r2"]]
+    assert upd["failedRecords"][0]["errorCode"] == 404
+    hits = retrieve("Porto midwife")
+    assert hits[0]["memoryRecordId"] == ok["r2"]
+    assert "Porto" in hits[0]["content"]["text"]
+
+    assert data.delete_memory_record(memoryId=mid, memoryRecordId=ok["r1"])["memoryRecordId"] == ok["r1"]
+    with pytest.raises(ClientError) as e:
+        data.get_memory_record(memoryId=mid, memoryRecordId=ok["r1"])
+    assert code(e) == "ResourceNotFoundException"
+    assert ok["r1"] not in [h["memoryRecordId"] for h in retrieve("peanuts shellfish allergy")]
+
+    gone = data.batch_delete_memory_records(memoryId=mid, records=[
+        {"memoryRecordId": ok["r2"]}, {"memoryRecordId": ok["r1"]}])
+    assert [r["memoryRecordId"] for r in gone["successfulRecords"]] == [ok["r2"]]
+    assert gone["failedRecords"][0]["errorCode"] == 404
+    assert [h["memoryRecordId"] for h in retrieve("Ana")] == [ok["r3"]]
+
+    with pytest.raises(ClientError) as e:
+        data.retrieve_memory_records(memoryId=mid, searchCriteria={"searchQuery": "x"},
+                                     namespace="a::b")
+    assert code(e) == "ValidationException"
+
+
+def test_sdk_retrieve_memories(data, memory, monkeypatch):
+    from bedrock_agentcore.memory import MemoryClient
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE", URL)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_AGENTCORE_CONTROL", URL)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    ns = "/strategy/facts/actors/sdk-reader"
+    data.batch_create_memory_records(memoryId=memory["id"], records=[
+        {"requestIdentifier": "s1", "namespaces": [ns], "timestamp": now(),
+         "content": {"text": "The user's favourite colour is teal"}}])
+    mc = MemoryClient(region_name="us-east-1")
+    hits = mc.retrieve_memories(memory_id=memory["id"], namespace=ns,
+                                query="what colour does the user like? teal", top_k=3)
+    assert [h["content"]["text"] for h in hits] == ["The user's favourite colour is teal"]

@@ -30,6 +30,9 @@ pub struct Options {
     /// A model directory to load the embedder from; `None` looks in the usual places
     /// (see [`memlog_engine::embed::find_model`]).
     pub embed_model: Option<std::path::PathBuf>,
+    /// Use the hashing embedder even when a model is present: for benchmarks that load
+    /// records at a scale the CPU model cannot embed quickly. Never a default.
+    pub hashing_embedder: bool,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
                 account: "000000000000".into(),
             },
             embed_model: None,
+            hashing_embedder: false,
         }
     }
 }
@@ -73,7 +77,12 @@ pub fn load_embedder(
 
 /// The whole application: routes plus middleware.
 pub fn app(engine: Engine, options: &Options) -> axum::Router {
-    let (embedder, embed_model) = load_embedder(options.embed_model.as_deref());
+    let (embedder, embed_model): (Arc<dyn Embedder>, _) = if options.hashing_embedder {
+        tracing::warn!("embeddings: the hashing embedder, as asked (NOT semantic)");
+        (Arc::new(Hashing::default()), None)
+    } else {
+        load_embedder(options.embed_model.as_deref())
+    };
     let state = AppState {
         engine,
         arn: options.arn.clone(),

@@ -749,7 +749,7 @@ mod tests {
     #[test]
     fn scores_match_naive_bm25_across_segments() {
         let mut rng = Rng(7);
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         let mut corpus = Vec::new();
         for key in 0..150u64 {
             let group = format!("g{}", rng.below(3));
@@ -780,7 +780,7 @@ mod tests {
 
     #[test]
     fn groups_never_leak() {
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         for (key, group) in [(1, "a"), (2, "ab"), (3, "b"), (4, "a"), (5, "A")] {
             index.add(key, group, "shared words about hiking").unwrap();
         }
@@ -803,7 +803,7 @@ mod tests {
 
     #[test]
     fn filter_is_applied_during_collection() {
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         // Shorter documents score higher, so the best hits have the smallest keys.
         for key in 0..300u64 {
             let padding = "filler ".repeat((key % 40) as usize);
@@ -840,7 +840,7 @@ mod tests {
 
     #[test]
     fn equal_scores_are_ordered_by_key() {
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         for key in [9, 3, 7, 1, 5] {
             index.add(key, "g", "same text").unwrap();
         }
@@ -853,7 +853,7 @@ mod tests {
 
     #[test]
     fn delete_removes_documents() {
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         for key in 1..=3 {
             index.add(key, "g", "river camping").unwrap();
         }
@@ -886,7 +886,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bm25");
         {
-            let mut index = Bm25::open(&path).unwrap();
+            let index = Bm25::open(&path).unwrap();
             assert_eq!(index.checkpoint(), 0);
             index.add(1, "g", "pottery class").unwrap();
             index.add(2, "g", "charity race").unwrap();
@@ -904,7 +904,7 @@ mod tests {
 
     #[test]
     fn query_syntax_is_just_text() {
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         index.add(1, "g:\"x\"", "apple banana").unwrap();
         index.add(2, "g:\"x\"", "text title cherry").unwrap();
         index.commit(1).unwrap();
@@ -941,7 +941,7 @@ mod tests {
 
     #[test]
     fn empty_queries_give_nothing() {
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         index.add(1, "g", "the and of apple").unwrap();
         index.commit(1).unwrap();
         for query in ["", "   ", "the and of", "!!! ???", "what did you"] {
@@ -956,7 +956,7 @@ mod tests {
     #[test]
     fn score_exact_agrees_with_the_index() {
         let mut rng = Rng(11);
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         // Some documents longer than 40 tokens, where fieldnorms are quantised.
         let docs: Vec<String> = (0..80)
             .map(|i| {
@@ -986,7 +986,7 @@ mod tests {
 
     #[test]
     fn many_small_commits_stay_searchable() {
-        let mut index = Bm25::in_memory().unwrap();
+        let index = Bm25::in_memory().unwrap();
         // Enough commits for the merge policy (8 segments per merge) to kick in; the release
         // benchmark does 500 on disk.
         for key in 0..20u64 {

@@ -96,6 +96,87 @@ struct ServeArgs {
 enum BenchCmd {
     /// CreateEvent and ListEvents over HTTP with N concurrent clients against a fresh server.
     Ingest(IngestArgs),
+    /// Retrieval quality on LoCoMo: hit@1/5/10 and recall@5/10 of BM25, vector and hybrid
+    /// retrieval, in-process (no server), one record per dialogue turn.
+    Locomo(LocomoArgs),
+    /// The HNSW index alone: recall@10 and single-threaded QPS at several ef on MiniLM
+    /// vectors of LoCoMo, side by side with hnswlib (Python) on the same vectors.
+    Ann(AnnArgs),
+    /// RetrieveMemoryRecords latency over HTTP at growing corpus sizes, against a fresh
+    /// in-process server.
+    Retrieve(RetrieveArgs),
+}
+
+#[derive(Args)]
+struct AnnArgs {
+    /// The LoCoMo JSON file whose turns and questions are embedded (default as for `locomo`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where vectors, report.json and report.md go.
+    #[arg(long, default_value = "bench-out/ann")]
+    out: PathBuf,
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// Grow the base to this many vectors with noisy copies of the real ones (0: real only).
+    #[arg(long, default_value_t = 0)]
+    scale: usize,
+    /// ef values, comma-separated.
+    #[arg(long, default_value = "10,16,32,64,128,256", value_delimiter = ',')]
+    ef: Vec<usize>,
+    /// Repetitions per block of 100 queries (the fastest counts).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// A Python with hnswlib and numpy for the peer (default: $MEMLOG_PYTHON, then python3).
+    #[arg(long, env = "MEMLOG_PYTHON", default_value = "python3")]
+    python: PathBuf,
+    /// Skip the hnswlib peer.
+    #[arg(long)]
+    no_peer: bool,
+}
+
+#[derive(Args)]
+struct RetrieveArgs {
+    /// Corpus sizes, comma-separated.
+    #[arg(long, default_value = "1000,10000,100000", value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Concurrent clients (default: one per core, so latency is not queueing).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// Timed queries per size and phase.
+    #[arg(long, default_value_t = 2000)]
+    queries: usize,
+    #[arg(long, default_value = "bench-out/retrieve")]
+    out: PathBuf,
+    /// Data directory (default: a fresh temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The MiniLM model, for the separate query-embedding measurement.
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LocomoArgs {
+    /// The LoCoMo JSON file (default: $MEMLOG_LOCOMO, then shared/datasets/locomo/locomo-dev.json
+    /// beside the checkout).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where report.json and report.md go.
+    #[arg(long, default_value = "bench-out/locomo")]
+    out: PathBuf,
+    /// Directory of the embedding model (default: $MEMLOG_EMBED_MODEL, then the model cache).
+    /// Without a model the hashing embedder is used, and the report says so.
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// Data directory for the engine (default: a fresh temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Turns retrieved per question.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Also compare indexed-text variants and fusion rules (slower: one index per variant).
+    #[arg(long)]
+    experiments: bool,
 }
 
 #[derive(Args)]
@@ -158,6 +239,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Serve(args) => serve(args),
         Cmd::Replay(store) => replay(store),
         Cmd::Bench(BenchCmd::Ingest(args)) => bench_ingest(args),
+        Cmd::Bench(BenchCmd::Locomo(args)) => bench_locomo(args),
+        Cmd::Bench(BenchCmd::Ann(args)) => bench_ann(args),
+        Cmd::Bench(BenchCmd::Retrieve(args)) => bench_retrieve(args),
         Cmd::Model(ModelCmd::Fetch { dest, python }) => {
             let dest = dest.unwrap_or_else(memlog_api::model::default_dir);
             memlog_api::model::fetch(&dest, &python)
@@ -311,5 +395,135 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
             report.corrupted
         );
     }
+    Ok(())
+}
+
+fn bench_locomo(args: LocomoArgs) -> anyhow::Result<()> {
+    let data = match args.data {
+        Some(p) => p,
+        None => memlog_benches::locomo::default_locomo_path().context(
+            "the LoCoMo file was not found: pass --data PATH, set MEMLOG_LOCOMO, or put it at \
+             shared/datasets/locomo/locomo-dev.json beside the checkout",
+        )?,
+    };
+    if !data.is_file() {
+        anyhow::bail!("the LoCoMo file {} does not exist", data.display());
+    }
+    if !(1..=100).contains(&args.top_k) {
+        anyhow::bail!("--top-k must be between 1 and 100");
+    }
+    let opts = memlog_benches::locomo::LocomoOptions {
+        data,
+        embed_model: args.embed_model,
+        data_dir: args.data_dir,
+        top_k: args.top_k,
+        experiments: args.experiments,
+        ..Default::default()
+    };
+    let report = memlog_benches::locomo::run(&opts)?;
+    report.write(&args.out)?;
+    println!("{}", report.markdown);
+    println!("reports written to {}", args.out.display());
+    Ok(())
+}
+
+fn locomo_path(data: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let data = match data {
+        Some(p) => p,
+        None => memlog_benches::locomo::default_locomo_path().context(
+            "the LoCoMo file was not found: pass --data PATH, set MEMLOG_LOCOMO, or put it at \
+             shared/datasets/locomo/locomo-dev.json beside the checkout",
+        )?,
+    };
+    if !data.is_file() {
+        anyhow::bail!("the LoCoMo file {} does not exist", data.display());
+    }
+    Ok(data)
+}
+
+fn bench_ann(args: AnnArgs) -> anyhow::Result<()> {
+    if args.ef.is_empty() || args.ef.contains(&0) {
+        anyhow::bail!("--ef needs positive values");
+    }
+    let opts = memlog_benches::ann::AnnOptions {
+        data: locomo_path(args.data)?,
+        embed_model: args.embed_model,
+        out: args.out.clone(),
+        scale: args.scale,
+        efs: args.ef,
+        reps: args.reps,
+        python: (!args.no_peer).then_some(args.python),
+        ..Default::default()
+    };
+    let report = memlog_benches::ann::run(&opts)?;
+    println!("{}", report.to_markdown());
+    println!("reports written to {}", args.out.display());
+    Ok(())
+}
+
+fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
+    if args.sizes.is_empty() || args.sizes.contains(&0) {
+        anyhow::bail!("--sizes needs positive values");
+    }
+    let tmp;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir().context("cannot create a temporary data directory")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let engine = open_engine(
+        &StoreArgs {
+            data_dir,
+            backend: memlog_engine::store::Kind::Redb,
+        },
+        None,
+    )?;
+    let model = memlog_engine::embed::find_model(args.embed_model.as_deref());
+    let opts = memlog_benches::retrieve::RetrieveOptions {
+        sizes: args.sizes,
+        concurrency: args.concurrency.max(1),
+        queries: args.queries.max(1),
+        ..Default::default()
+    };
+    let report = runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(memlog_api::server::serve(
+            engine,
+            listener,
+            memlog_api::server::Options {
+                hashing_embedder: true,
+                ..Default::default()
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let name = memlog_engine::embed::Embedder::name(&memlog_engine::embed::Hashing::default())
+            .to_owned();
+        let report = memlog_benches::retrieve::run(
+            &format!("http://{addr}"),
+            &name,
+            model.as_deref(),
+            &opts,
+        )
+        .await;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        report
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    let md = report.to_markdown();
+    std::fs::write(args.out.join("report.md"), &md)?;
+    println!("{md}");
+    println!("reports written to {}", args.out.display());
     Ok(())
 }

@@ -4,13 +4,22 @@
 //!
 //! # Layout
 //!
+//! - [`ann`]: `memlog bench ann`: the HNSW index alone, recall@10 vs QPS at several ef,
+//!   side by side with hnswlib (Python peer in `peers/`).
 //! - [`ingest`]: the HTTP load generator behind `memlog bench ingest`: concurrent
 //!   CreateEvent, then ListEvents, then a check that no acknowledged event was lost.
+//! - [`locomo`]: `memlog bench locomo`: retrieval quality (hit@k, recall@k) on LoCoMo,
+//!   in-process, for BM25, vector and hybrid retrieval.
+//! - [`retrieve`]: `memlog bench retrieve`: RetrieveMemoryRecords latency over HTTP at
+//!   1k/10k/100k records, with and without a namespace filter.
 //! - [`text`]: deterministic synthetic conversational text for event payloads.
 //! - [`machine`]: what a run ran on (cores, CPU, memory, git commit), for reports.
 
+pub mod ann;
 pub mod ingest;
+pub mod locomo;
 pub mod machine;
+pub mod retrieve;
 pub mod text;
 
 pub use machine::machine_info;

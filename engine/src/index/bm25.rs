@@ -92,6 +92,9 @@ const WRITER_MEMORY_BYTES: usize = 32_000_000;
 
 const KEY_FIELD: &str = "key";
 const GROUP_FIELD: &str = "group";
+/// The record's namespaces, each one raw term: a namespace filter becomes a required
+/// clause, so tantivy skips other namespaces' documents instead of scoring them.
+const NS_FIELD: &str = "ns";
 const TEXT_FIELD: &str = "text";
 
 /// English stop words, removed before stemming.
@@ -157,6 +160,7 @@ fn query_terms(text: &str) -> Vec<String> {
 struct Fields {
     key: Field,
     group: Field,
+    ns: Field,
     text: Field,
 }
 
@@ -164,6 +168,7 @@ fn schema() -> (Schema, Fields) {
     let mut builder = Schema::builder();
     let key = builder.add_u64_field(KEY_FIELD, INDEXED | FAST);
     let group = builder.add_text_field(GROUP_FIELD, STRING);
+    let ns = builder.add_text_field(NS_FIELD, STRING);
     let text = builder.add_text_field(
         TEXT_FIELD,
         TextOptions::default().set_indexing_options(
@@ -172,7 +177,15 @@ fn schema() -> (Schema, Fields) {
                 .set_index_option(IndexRecordOption::WithFreqs),
         ),
     );
-    (builder.build(), Fields { key, group, text })
+    (
+        builder.build(),
+        Fields {
+            key,
+            group,
+            ns,
+            text,
+        },
+    )
 }
 
 /// A BM25 full-text index of `(key, group, text)` documents. See the module documentation.
@@ -268,7 +281,21 @@ impl Bm25 {
     /// when that can happen (e.g. replaying a log over an index that may already hold some of
     /// it).
     pub fn add(&self, key: u64, group: &str, text: &str) -> Result<()> {
+        self.add_scoped(key, group, text, &[])
+    }
+
+    /// [`Bm25::add`] with the document's namespaces, for [`Bm25::search_scoped`].
+    pub fn add_scoped(
+        &self,
+        key: u64,
+        group: &str,
+        text: &str,
+        namespaces: &[String],
+    ) -> Result<()> {
         let mut doc = TantivyDocument::new();
+        for ns in namespaces {
+            doc.add_text(self.fields.ns, ns);
+        }
         doc.add_u64(self.fields.key, key);
         doc.add_text(self.fields.group, group);
         doc.add_text(self.fields.text, text);
@@ -336,8 +363,22 @@ impl Bm25 {
         k: usize,
         filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
     ) -> Result<Vec<(u64, f32)>> {
+        self.search_scoped(group, query, k, None, filter)
+    }
+
+    /// [`Bm25::search`] restricted to documents added (with [`Bm25::add_scoped`]) in one
+    /// of `namespaces`, when given. The restriction is a required clause of the query, so
+    /// documents of other namespaces are skipped, not scored and then filtered.
+    pub fn search_scoped(
+        &self,
+        group: &str,
+        query: &str,
+        k: usize,
+        namespaces: Option<&[String]>,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Result<Vec<(u64, f32)>> {
         let terms = query_terms(query);
-        if terms.is_empty() || k == 0 {
+        if terms.is_empty() || k == 0 || namespaces.is_some_and(<[String]>::is_empty) {
             return Ok(Vec::new());
         }
         let group_clause: Box<dyn Query> = Box::new(ConstScoreQuery::new(
@@ -347,8 +388,27 @@ impl Bm25 {
             )),
             0.0,
         ));
-        let mut clauses = Vec::with_capacity(terms.len() + 1);
+        let mut clauses = Vec::with_capacity(terms.len() + 2);
         clauses.push((Occur::Must, group_clause));
+        if let Some(namespaces) = namespaces {
+            let any_ns: Vec<(Occur, Box<dyn Query>)> = namespaces
+                .iter()
+                .map(|ns| {
+                    let q: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(self.fields.ns, ns),
+                        IndexRecordOption::Basic,
+                    ));
+                    (Occur::Should, q)
+                })
+                .collect();
+            clauses.push((
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(
+                    Box::new(BooleanQuery::new(any_ns)),
+                    0.0,
+                )),
+            ));
+        }
         for term in &terms {
             let clause: Box<dyn Query> = Box::new(TermQuery::new(
                 Term::from_field_text(self.fields.text, term),

@@ -1,0 +1,415 @@
+//! `memlog bench retrieve`: RetrieveMemoryRecords over HTTP at growing corpus sizes, with
+//! concurrent clients; latency percentiles with and without a namespace filter, and the
+//! query embedding time measured on its own.
+//!
+//! ```text
+//!  for n in sizes:  create memory ─▶ BatchCreateMemoryRecords (100 per request) up to n
+//!                   ─▶ warm-up ─▶ Retrieve × queries, no filter   (p50/p95/p99)
+//!                              └▶ Retrieve × queries, namespace   (p50/p95/p99)
+//!  separately:      MiniLM query embedding, one query at a time   (p50/p95/p99)
+//! ```
+//!
+//! Texts are drawn from a 30,000-word pseudo-vocabulary with Zipf frequencies (s = 1.07,
+//! like content words of English once stop words are gone): records of 20 words, queries of
+//! 6. A tiny vocabulary would make every query term match most records — a worst case no
+//! real corpus has.
+//!
+//! The server runs with the hashing embedder (microseconds per text), so the REST
+//! latency is retrieval + HTTP, and loading 100k records does not wait on the CPU model;
+//! the model's cost per query is reported next to it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use crate::machine_info;
+
+const VOCABULARY: usize = 30_000;
+const ZIPF_S: f64 = 1.07;
+
+/// The cumulative Zipf distribution over the vocabulary's ranks.
+fn zipf_cdf() -> &'static [f64] {
+    static CDF: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    CDF.get_or_init(|| {
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = (1..=VOCABULARY)
+            .map(|r| {
+                acc += 1.0 / (r as f64).powf(ZIPF_S);
+                acc
+            })
+            .collect();
+        cdf.iter_mut().for_each(|c| *c /= acc);
+        cdf
+    })
+}
+
+/// A pronounceable pseudo-word for a rank (distinct ranks, distinct words).
+fn word(mut rank: usize, out: &mut String) {
+    const SYLLABLES: [&str; 20] = [
+        "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "do", "fe", "gi", "hu", "ja",
+        "be", "co", "da", "wi", "yo",
+    ];
+    loop {
+        out.push_str(SYLLABLES[rank % 20]);
+        rank /= 20;
+        if rank == 0 {
+            break;
+        }
+    }
+    out.push('x');
+}
+
+/// `n` Zipf-distributed words.
+pub fn zipf_text(rng: &mut fastrand::Rng, n: usize) -> String {
+    let cdf = zipf_cdf();
+    let mut s = String::with_capacity(n * 8);
+    for i in 0..n {
+        if i > 0 {
+            s.push(' ');
+        }
+        let u = rng.f64();
+        word(cdf.partition_point(|c| *c < u), &mut s);
+    }
+    s
+}
+
+/// What `run` measures.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetrieveOptions {
+    /// Corpus sizes, in records.
+    pub sizes: Vec<usize>,
+    /// Concurrent clients while querying.
+    pub concurrency: usize,
+    /// Timed queries per size and phase.
+    pub queries: usize,
+    pub warmup: usize,
+    pub top_k: usize,
+    /// Actors the records are spread over (one namespace each).
+    pub actors: usize,
+    pub seed: u64,
+}
+
+impl Default for RetrieveOptions {
+    fn default() -> RetrieveOptions {
+        RetrieveOptions {
+            sizes: vec![1_000, 10_000, 100_000],
+            concurrency: 2,
+            queries: 2_000,
+            warmup: 200,
+            top_k: 10,
+            actors: 10,
+            seed: 7,
+        }
+    }
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub n: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub per_sec: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>, secs: f64) -> Percentiles {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            n: h.len(),
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            max_ms: h.max() as f64 / 1000.0,
+            per_sec: h.len() as f64 / secs.max(1e-9),
+        }
+    }
+}
+
+/// One corpus size.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeResult {
+    pub records: usize,
+    pub load_secs: f64,
+    pub load_records_per_sec: f64,
+    pub no_filter: Percentiles,
+    pub namespace_filter: Percentiles,
+    pub errors: u64,
+}
+
+/// What `run` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct RetrieveReport {
+    pub machine: Value,
+    pub options: RetrieveOptions,
+    pub server_embedder: String,
+    pub sizes: Vec<SizeResult>,
+    /// MiniLM embedding of one query at a time, in-process; `Err` says why not measured.
+    pub query_embedding: Result<Percentiles, String>,
+}
+
+impl RetrieveReport {
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!(
+            "# memlog bench retrieve\n\nRetrieveMemoryRecords over HTTP, {} concurrent clients, top-{}; \
+             server embedder: {} (so the latency excludes the semantic model).\n\n\
+             | records | load rec/s | no filter p50 / p95 / p99 ms | namespace p50 / p95 / p99 ms | queries/s | errors |\n|---|---|---|---|---|---|\n",
+            self.options.concurrency, self.options.top_k, self.server_embedder
+        );
+        for r in &self.sizes {
+            s += &format!(
+                "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.0} | {} |\n",
+                r.records,
+                r.load_records_per_sec,
+                r.no_filter.p50_ms,
+                r.no_filter.p95_ms,
+                r.no_filter.p99_ms,
+                r.namespace_filter.p50_ms,
+                r.namespace_filter.p95_ms,
+                r.namespace_filter.p99_ms,
+                r.no_filter.per_sec,
+                r.errors
+            );
+        }
+        match &self.query_embedding {
+            Ok(p) => {
+                s += &format!(
+                    "\nQuery embedding (all-MiniLM-L6-v2, in-process, one query at a time): p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms.\n",
+                    p.p50_ms, p.p95_ms, p.p99_ms
+                )
+            }
+            Err(why) => s += &format!("\nQuery embedding not measured: {why}\n"),
+        }
+        s
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    ProgressBar::new(len).with_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{bar:40}} {{pos}}/{{len}}, {{per_sec}}, eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    )
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<Value> {
+    let resp = client.post(url).json(body).send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{url}: HTTP {status}: {v}");
+    }
+    Ok(v)
+}
+
+async fn load(
+    client: &reqwest::Client,
+    base: &str,
+    memory: &str,
+    n: usize,
+    opts: &RetrieveOptions,
+) -> anyhow::Result<()> {
+    let url = format!("{base}/memories/{memory}/memoryRecords/batchCreate");
+    let progress = bar(n as u64, &format!("loading {n} records"));
+    let mut tasks = JoinSet::new();
+    let batches = n.div_ceil(100);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..4 {
+        let (client, url, next, progress) =
+            (client.clone(), url.clone(), next.clone(), progress.clone());
+        let (seed, actors) = (opts.seed, opts.actors);
+        tasks.spawn(async move {
+            loop {
+                let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if b >= batches {
+                    return anyhow::Ok(());
+                }
+                let mut rng = fastrand::Rng::with_seed(seed ^ (b as u64).wrapping_mul(0x9e37_79b9));
+                let records: Vec<Value> = (b * 100..((b + 1) * 100).min(n))
+                    .map(|i| {
+                        json!({
+                            "requestIdentifier": format!("r{i}"),
+                            "namespaces": [format!("/actors/a{}", i % actors)],
+                            "content": {"text": zipf_text(&mut rng, 20)},
+                            "timestamp": 1_700_000_000.0 + i as f64,
+                        })
+                    })
+                    .collect();
+                let len = records.len();
+                let out = post(&client, &url, &json!({"records": records})).await?;
+                let failed = out["failedRecords"].as_array().map_or(0, Vec::len);
+                if failed > 0 {
+                    bail!(
+                        "{failed} records failed to load: {}",
+                        out["failedRecords"][0]
+                    );
+                }
+                progress.inc(len as u64);
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    progress.finish_and_clear();
+    Ok(())
+}
+
+async fn query_phase(
+    client: &reqwest::Client,
+    base: &str,
+    memory: &str,
+    opts: &RetrieveOptions,
+    namespace: bool,
+    count: usize,
+) -> anyhow::Result<(Percentiles, u64)> {
+    let url = format!("{base}/memories/{memory}/retrieve");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..opts.concurrency.max(1) {
+        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+        let (seed, actors, top_k) = (opts.seed, opts.actors, opts.top_k);
+        tasks.spawn(async move {
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut errors = 0u64;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return anyhow::Ok((h, errors));
+                }
+                let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(1_000_003 * i as u64));
+                let mut body = json!({
+                    "searchCriteria": {"searchQuery": zipf_text(&mut rng, 6), "topK": top_k}
+                });
+                if namespace {
+                    body["namespace"] = json!(format!("/actors/a{}", i % actors));
+                }
+                let t = Instant::now();
+                match post(&client, &url, &body).await {
+                    Ok(_) => h.record(t.elapsed().as_micros().max(1) as u64)?,
+                    Err(_) => errors += 1,
+                }
+            }
+        });
+    }
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (h, e) = r??;
+        all.add(h)?;
+        errors += e;
+    }
+    Ok((
+        Percentiles::of(&all, started.elapsed().as_secs_f64()),
+        errors,
+    ))
+}
+
+/// Runs against a server at `base` (which must use the hashing embedder for the latency
+/// to exclude the model). `model` is the MiniLM directory for the separate embedding
+/// measurement, if any.
+pub async fn run(
+    base: &str,
+    server_embedder: &str,
+    model: Option<&std::path::Path>,
+    opts: &RetrieveOptions,
+) -> anyhow::Result<RetrieveReport> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .pool_max_idle_per_host(opts.concurrency.max(4))
+        .build()?;
+    let mut sizes = Vec::new();
+    for &n in &opts.sizes {
+        let name = format!("retrieve_{n}");
+        let created = post(
+            &client,
+            &format!("{base}/memories/create"),
+            &json!({"name": name, "eventExpiryDuration": 30}),
+        )
+        .await?;
+        let memory = created["memory"]["id"]
+            .as_str()
+            .context("CreateMemory returned no id")?
+            .to_owned();
+        let t = Instant::now();
+        load(&client, base, &memory, n, opts).await?;
+        let load_secs = t.elapsed().as_secs_f64();
+        query_phase(&client, base, &memory, opts, false, opts.warmup).await?;
+        eprintln!("{n} records: querying…");
+        let (no_filter, e1) =
+            query_phase(&client, base, &memory, opts, false, opts.queries).await?;
+        let (namespace_filter, e2) =
+            query_phase(&client, base, &memory, opts, true, opts.queries).await?;
+        sizes.push(SizeResult {
+            records: n,
+            load_secs,
+            load_records_per_sec: n as f64 / load_secs.max(1e-9),
+            no_filter,
+            namespace_filter,
+            errors: e1 + e2,
+        });
+    }
+    let query_embedding = match model {
+        None => Err("no MiniLM model found (run `memlog model fetch`)".to_owned()),
+        Some(dir) => {
+            let dir = dir.to_path_buf();
+            let seed = opts.seed;
+            tokio::task::spawn_blocking(move || embed_latency(&dir, seed)).await?
+        }
+    };
+    Ok(RetrieveReport {
+        machine: machine_info(),
+        options: opts.clone(),
+        server_embedder: server_embedder.to_owned(),
+        sizes,
+        query_embedding,
+    })
+}
+
+fn embed_latency(dir: &std::path::Path, seed: u64) -> Result<Percentiles, String> {
+    use memlog_engine::embed::Embedder;
+    let m = memlog_engine::embed::MiniLm::load(dir).map_err(|e| e.to_string())?;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let started = Instant::now();
+    for i in 0..220 {
+        let q = crate::text::conversational(&mut rng, 60);
+        let t = Instant::now();
+        m.embed(&[q.as_str()]).map_err(|e| e.to_string())?;
+        if i >= 20 {
+            h.record(t.elapsed().as_micros().max(1) as u64)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(Percentiles::of(&h, started.elapsed().as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_text_is_seeded_and_skewed() {
+        let a = zipf_text(&mut fastrand::Rng::with_seed(1), 2000);
+        assert_eq!(a, zipf_text(&mut fastrand::Rng::with_seed(1), 2000));
+        let mut counts = std::collections::HashMap::new();
+        for w in a.split(' ') {
+            *counts.entry(w).or_insert(0) += 1;
+        }
+        let top = counts.values().max().copied().unwrap_or(0);
+        // The most frequent word is common but far from everything; many words are rare.
+        assert!(top > 50 && top < 400, "{top}");
+        assert!(counts.len() > 500, "{}", counts.len());
+    }
+}

@@ -3,7 +3,8 @@
 //! botocore's `bedrock-agentcore` model.
 //!
 //! Extensions beyond AgentCore are optional fields an AgentCore client never sends or can
-//! ignore: `asOf`, `retrievalMode` and `fusionWeights` in RetrieveMemoryRecords;
+//! ignore: `asOf`, `retrievalMode`, `fusionWeights` and `neighborWeight` in
+//! RetrieveMemoryRecords;
 //! `sourceEventIds` in BatchCreateMemoryRecords items; `sourceEventIds` and `scoreDetails`
 //! in answers.
 
@@ -205,6 +206,9 @@ pub struct RetrieveInput {
     pub retrieval_mode: Option<String>,
     /// Extension: weights of the two lists in the fusion.
     pub fusion_weights: Option<FusionWeightsIn>,
+    /// Extension: each record also scores this share (0 to 4) of the best fused score of
+    /// its neighbours in its namespace's time order (conversation context).
+    pub neighbor_weight: Option<f32>,
 }
 
 /// ListMemoryRecords' body.
@@ -472,6 +476,14 @@ pub async fn retrieve(
             ));
         }
     };
+    if let Some(w) = input.neighbor_weight
+        && !(0.0..=4.0).contains(&w)
+    {
+        return Err(ApiError::validation(format!(
+            "neighborWeight must be between 0 and 4, got {w}"
+        )));
+    }
+    let neighbor_weight = input.neighbor_weight;
     let text = c.search_query;
     let vector = if mode == Mode::Bm25 {
         None
@@ -494,6 +506,7 @@ pub async fn retrieve(
             mode,
             as_of,
             weights,
+            neighbor_weight,
         })
     })
     .await

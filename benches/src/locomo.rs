@@ -497,6 +497,7 @@ fn retrieve(
     q: &Asked<'_>,
     embeds: &Embeds,
     mode: Mode,
+    neighbor_weight: Option<f32>,
     top_k: usize,
 ) -> anyhow::Result<Vec<Hit>> {
     let filter = RecordFilter {
@@ -515,13 +516,17 @@ fn retrieve(
         mode,
         as_of: None,
         weights: None,
+        neighbor_weight,
     })?)
 }
 
-const MODES: [(&str, Mode); 3] = [
-    ("bm25", Mode::Bm25),
-    ("vector", Mode::Vector),
-    ("hybrid", Mode::Hybrid),
+/// The modes reported: each signal alone, the fusion, and the fusion with neighbour
+/// context (each turn also scores half of its best adjacent turn's fused score).
+const MODES: [(&str, Mode, Option<f32>); 4] = [
+    ("bm25", Mode::Bm25, Some(0.0)),
+    ("vector", Mode::Vector, Some(0.0)),
+    ("hybrid", Mode::Hybrid, Some(0.0)),
+    ("hybrid_context", Mode::Hybrid, Some(0.5)),
 ];
 
 /// Runs the benchmark.
@@ -584,11 +589,11 @@ pub fn run(opts: &LocomoOptions) -> anyhow::Result<LocomoReport> {
     )?;
     let mut results = Vec::new();
     let mut query_seconds = serde_json::Map::new();
-    for (name, mode) in MODES {
+    for (name, mode, neighbor_weight) in MODES {
         let t = Instant::now();
         let mut acc = Accumulator::new();
         for q in &asked {
-            let hits = retrieve(&built, &data, q, &embeds, mode, opts.top_k)?;
+            let hits = retrieve(&built, &data, q, &embeds, mode, neighbor_weight, opts.top_k)?;
             let ids: Vec<&str> = hits.iter().filter_map(dia_id).collect();
             acc.add(q.category, &ids, q.evidence);
         }
@@ -929,22 +934,24 @@ fn experiments(
         for q in asked {
             let pos = &turns.position[q.sample];
             let get = |mode| -> anyhow::Result<Vec<(usize, f32)>> {
-                Ok(retrieve(&built, data, q, embeds, mode, EXPERIMENT_DEPTH)?
-                    .iter()
-                    .filter_map(|h| {
-                        let p = *pos.get(dia_id(h)?)?;
-                        let s = match mode {
-                            Mode::Vector => h.vector?.1,
-                            _ => h.bm25?.1,
-                        };
-                        Some((p, s))
-                    })
-                    .collect())
+                Ok(
+                    retrieve(&built, data, q, embeds, mode, Some(0.0), EXPERIMENT_DEPTH)?
+                        .iter()
+                        .filter_map(|h| {
+                            let p = *pos.get(dia_id(h)?)?;
+                            let s = match mode {
+                                Mode::Vector => h.vector?.1,
+                                _ => h.bm25?.1,
+                            };
+                            Some((p, s))
+                        })
+                        .collect(),
+                )
             };
             let vector = get(Mode::Vector)?;
             let bm25 = get(Mode::Bm25)?;
             lists.push(Lists { vector, bm25 });
-            let hits = retrieve(&built, data, q, embeds, Mode::Hybrid, opts.top_k)?;
+            let hits = retrieve(&built, data, q, embeds, Mode::Hybrid, Some(0.0), opts.top_k)?;
             let ids: Vec<&str> = hits.iter().filter_map(dia_id).collect();
             engine_hybrid.add(q.category, &ids, q.evidence);
         }
@@ -1022,7 +1029,7 @@ mod tests {
     #[test]
     fn rrf_offline_matches_rank_fusion() {
         let lists = Lists {
-            vector: vec![(1, 0.9), (2, 0.8)],
+            vector: vec![(2, 0.9), (1, 0.8)],
             bm25: vec![(2, 5.0), (3, 4.0)],
         };
         let turns: Vec<(u32, String)> = (0..5).map(|i| (1, format!("D1:{i}"))).collect();

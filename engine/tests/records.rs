@@ -112,6 +112,7 @@ fn search(
             mode,
             as_of,
             weights: None,
+            neighbor_weight: None,
         })
         .unwrap()
 }
@@ -454,6 +455,7 @@ fn deleting_a_memory_empties_its_index() {
             mode: Mode::Bm25,
             as_of: None,
             weights: None,
+            neighbor_weight: None,
         }),
         Err(Error::NotFound(_))
     ));
@@ -582,4 +584,55 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn neighbours_in_time_order_share_the_score_when_asked() {
+    let dir = TempDir::new().unwrap();
+    let engine = open(&dir);
+    let m = memory(&engine, "context");
+    let mut records = Vec::new();
+    for (i, (text, ns)) in [
+        ("we met at the harbour", "/conv/1"),
+        ("the boat was called Aurora", "/conv/1"),
+        ("then we had lunch", "/conv/1"),
+        ("unrelated talk elsewhere", "/conv/2"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut r = new_record(text, ns, i as u64 + 40);
+        r.timestamp = Timestamp(1_000 + i as u64);
+        records.push(r);
+    }
+    create(&engine, &m, records);
+    assert!(engine.wait_indexed(Duration::from_secs(30)));
+    let run = |w: f32| {
+        engine
+            .retrieve(&Query {
+                memory_id: &m,
+                text: "Aurora",
+                vector: None,
+                top_k: 10,
+                filter: &RecordFilter::default(),
+                mode: Mode::Bm25,
+                as_of: None,
+                weights: None,
+                neighbor_weight: Some(w),
+            })
+            .unwrap()
+            .into_iter()
+            .map(|h| (h.record.content.clone(), h.score))
+            .collect::<Vec<_>>()
+    };
+    let alone = run(0.0);
+    assert_eq!(alone.len(), 1);
+    assert_eq!(alone[0].0, "the boat was called Aurora");
+    let with = run(0.5);
+    let texts: Vec<&str> = with.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(texts[0], "the boat was called Aurora");
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(texts.contains(&"we met at the harbour") && texts.contains(&"then we had lunch"));
+    assert!(with.iter().all(|(_, s)| (0.0..=1.0).contains(s)));
+    assert!(with[1].1 > 0.0 && with[1].1 < with[0].1);
 }

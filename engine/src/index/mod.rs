@@ -64,6 +64,8 @@ pub struct Tuning {
     pub rrf_k: f32,
     pub vector_weight: f32,
     pub bm25_weight: f32,
+    /// Default [`Query::neighbor_weight`] (0: off).
+    pub neighbor_weight: f32,
     /// Persist the HNSW snapshots after this many applied record entries …
     pub persist_every_entries: u64,
     /// … or this long after the first unpersisted change.
@@ -84,6 +86,7 @@ impl Default for Tuning {
             rrf_k: 5.0,
             vector_weight: 1.0,
             bm25_weight: 1.5,
+            neighbor_weight: 0.0,
             persist_every_entries: 5_000,
             persist_every_secs: 30,
         }
@@ -130,6 +133,11 @@ pub struct Query<'a> {
     pub as_of: Option<Lsn>,
     /// Overrides of the fusion weights (vector, bm25).
     pub weights: Option<(f32, f32)>,
+    /// Context: each record also gets this share of the best fused score of its
+    /// neighbours (the records just before and after it in its namespace's time order),
+    /// and those neighbours become candidates. `None`: the tuning's default. Live
+    /// retrieval only.
+    pub neighbor_weight: Option<f32>,
 }
 
 /// One result.
@@ -184,7 +192,18 @@ struct MemIndex {
     /// Live records per distinct namespace: candidate counts and the namespace terms of
     /// a BM25 query, without walking every point.
     ns_counts: std::collections::BTreeMap<String, usize>,
+    /// (first namespace, timestamp, point) of live points: each record's neighbours in
+    /// its namespace's time order (a conversation's turns, a session's facts).
+    timeline: BTreeSet<(String, u64, u32)>,
     tombstones: usize,
+}
+
+fn timeline_key(record: &Record, p: u32) -> (String, u64, u32) {
+    (
+        record.namespaces.first().cloned().unwrap_or_default(),
+        record.timestamp.0,
+        p,
+    )
 }
 
 impl MemIndex {
@@ -203,6 +222,7 @@ impl MemIndex {
             key_map: HashMap::new(),
             namespaces: BTreeSet::new(),
             ns_counts: std::collections::BTreeMap::new(),
+            timeline: BTreeSet::new(),
             tombstones: 0,
         }
     }
@@ -248,6 +268,7 @@ impl MemIndex {
                 for ns in &doc.record.namespaces {
                     self.remove_ns(ns, p);
                 }
+                self.timeline.remove(&timeline_key(&doc.record, p));
             }
             self.hnsw.delete(p);
             self.tombstones += 1;
@@ -265,6 +286,7 @@ impl MemIndex {
         for ns in &doc.record.namespaces {
             self.add_ns(ns, p);
         }
+        self.timeline.insert(timeline_key(&doc.record, p));
         self.by_record.insert(record.id.clone(), p);
         self.key_map.insert(bm25_key_of(&record.id), p);
         if self.docs.len() <= p as usize {
@@ -290,8 +312,10 @@ impl MemIndex {
         self.key_map.clear();
         self.namespaces.clear();
         self.ns_counts.clear();
+        self.timeline.clear();
         for (p, d) in docs.iter().enumerate() {
             if let Some(d) = d {
+                self.timeline.insert(timeline_key(&d.record, p as u32));
                 self.by_record.insert(d.record.id.clone(), p as u32);
                 self.key_map.insert(bm25_key_of(&d.record.id), p as u32);
                 for ns in &d.record.namespaces {
@@ -307,6 +331,29 @@ impl MemIndex {
 
     fn doc(&self, p: u32) -> Option<&Doc> {
         self.docs.get(p as usize).and_then(Option::as_ref)
+    }
+
+    /// The live points just before and after `p` in its namespace's time order.
+    fn neighbours(&self, p: u32) -> [Option<u32>; 2] {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let Some(d) = self.doc(p) else {
+            return [None, None];
+        };
+        let key = timeline_key(&d.record, p);
+        let same = |k: &&(String, u64, u32)| k.0 == key.0;
+        let prev = self
+            .timeline
+            .range(..key.clone())
+            .next_back()
+            .filter(same)
+            .map(|k| k.2);
+        let next = self
+            .timeline
+            .range((Excluded(key.clone()), Unbounded))
+            .next()
+            .filter(same)
+            .map(|k| k.2);
+        [prev, next]
     }
 }
 
@@ -458,6 +505,7 @@ fn load_memory(path: &Path, tuning: &Tuning) -> Result<MemIndex> {
                 for ns in &record.namespaces {
                     idx.add_ns(ns, p as u32);
                 }
+                idx.timeline.insert(timeline_key(&record, p as u32));
                 idx.by_record.insert(record.id.clone(), p as u32);
                 idx.key_map.insert(bm25_key_of(&record.id), p as u32);
                 idx.docs.push(Some(Doc {
@@ -866,18 +914,71 @@ impl SearchIndex {
             Mode::Vector => (1.0, 0.0),
             Mode::Bm25 => (0.0, 1.0),
         };
+        let versions_given = versions.is_some();
         let (vec_list, text_list): (Ranked, Ranked) = match versions {
             Some(vs) => self.search_versions(q, vs, n, wv > 0.0, wb > 0.0),
             None => self.search_live(q, n, wv > 0.0, wb > 0.0)?,
         };
-        Ok(fuse(
-            &vec_list,
-            &text_list,
-            wv,
-            wb,
-            self.tuning.rrf_k,
-            q.top_k,
-        ))
+        let neighbor = q.neighbor_weight.unwrap_or(self.tuning.neighbor_weight);
+        let as_of = versions_given;
+        let mut hits = fuse(&vec_list, &text_list, wv, wb, self.tuning.rrf_k, usize::MAX);
+        if neighbor > 0.0 && !as_of {
+            hits = self.with_neighbors(q, hits, neighbor);
+        }
+        hits.truncate(q.top_k);
+        Ok(hits)
+    }
+
+    /// Adds to each fused hit `weight` × the best fused score among its neighbours (and
+    /// admits neighbours that pass the filter), renormalised into [0, 1].
+    fn with_neighbors(&self, q: &Query<'_>, hits: Vec<Hit>, weight: f32) -> Vec<Hit> {
+        let s = self.read_state();
+        let Some(idx) = s.memories.get(q.memory_id) else {
+            return hits;
+        };
+        let base: HashMap<RecordId, f32> = hits
+            .iter()
+            .map(|h| (h.record.id.clone(), h.score))
+            .collect();
+        let mut best_neighbor: HashMap<RecordId, f32> = HashMap::new();
+        let mut all: HashMap<RecordId, Hit> = HashMap::new();
+        for h in &hits {
+            let Some(&p) = idx.by_record.get(&h.record.id) else {
+                continue;
+            };
+            for nb in idx.neighbours(p).into_iter().flatten() {
+                let Some(doc) = idx.doc(nb) else { continue };
+                if !q.filter.matches(&doc.record) {
+                    continue;
+                }
+                let e = best_neighbor.entry(doc.record.id.clone()).or_insert(0.0);
+                *e = e.max(h.score);
+                all.entry(doc.record.id.clone()).or_insert_with(|| Hit {
+                    record: doc.record.clone(),
+                    score: 0.0,
+                    vector: None,
+                    bm25: None,
+                });
+            }
+        }
+        for h in hits {
+            all.insert(h.record.id.clone(), h);
+        }
+        let mut out: Vec<Hit> = all
+            .into_values()
+            .map(|mut h| {
+                let own = base.get(&h.record.id).copied().unwrap_or(0.0);
+                let nb = best_neighbor.get(&h.record.id).copied().unwrap_or(0.0);
+                h.score = ((own + weight * nb) / (1.0 + weight)).clamp(0.0, 1.0);
+                h
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.record.id.cmp(&b.record.id))
+        });
+        out
     }
 
     /// Exact scoring of point-in-time versions.

@@ -399,16 +399,7 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
 }
 
 fn bench_locomo(args: LocomoArgs) -> anyhow::Result<()> {
-    let data = match args.data {
-        Some(p) => p,
-        None => memlog_benches::locomo::default_locomo_path().context(
-            "the LoCoMo file was not found: pass --data PATH, set MEMLOG_LOCOMO, or put it at \
-             shared/datasets/locomo/locomo-dev.json beside the checkout",
-        )?,
-    };
-    if !data.is_file() {
-        anyhow::bail!("the LoCoMo file {} does not exist", data.display());
-    }
+    let data = locomo_path(args.data)?;
     if !(1..=100).contains(&args.top_k) {
         anyhow::bail!("--top-k must be between 1 and 100");
     }

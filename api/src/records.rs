@@ -384,6 +384,25 @@ async fn wait_indexed(state: &AppState) {
     let _ = tokio::task::spawn_blocking(move || engine.wait_indexed(INDEX_WAIT)).await;
 }
 
+/// Writes a record batch, waits until it is searchable, and merges the writer's per-item
+/// outcomes into `early` (the items refused before the writer: `Some`), in request order.
+async fn write_batch(
+    state: &AppState,
+    cmd: Command,
+    early: Vec<Option<ItemOutcome>>,
+) -> ApiResult<Vec<ItemOutcome>> {
+    let written = match write(state, cmd).await? {
+        Outcome::Records(items) => items,
+        o => return Err(crate::routes::unexpected(o)),
+    };
+    wait_indexed(state).await;
+    let mut written = written.into_iter();
+    Ok(early
+        .into_iter()
+        .filter_map(|e| e.or_else(|| written.next()))
+        .collect())
+}
+
 fn check_batch<T>(records: &[T]) -> ApiResult<()> {
     if records.len() > limits::MAX_BATCH {
         return Err(ApiError::validation(format!(
@@ -672,24 +691,11 @@ pub async fn batch_create(
             })),
         }
     }
-    let written = match write(
-        &state,
-        Command::CreateRecords {
-            memory_id,
-            records: news,
-        },
-    )
-    .await?
-    {
-        Outcome::Records(items) => items,
-        o => return Err(crate::routes::unexpected(o)),
+    let cmd = Command::CreateRecords {
+        memory_id,
+        records: news,
     };
-    wait_indexed(&state).await;
-    let mut written = written.into_iter();
-    let items: Vec<ItemOutcome> = early
-        .into_iter()
-        .filter_map(|e| e.or_else(|| written.next()))
-        .collect();
+    let items = write_batch(&state, cmd, early).await?;
     Ok((StatusCode::CREATED, Json(items_out(items))))
 }
 
@@ -752,25 +758,11 @@ pub async fn batch_update(
             })),
         }
     }
-    let written = match write(
-        &state,
-        Command::UpdateRecords {
-            memory_id,
-            records: patches,
-        },
-    )
-    .await?
-    {
-        Outcome::Records(items) => items,
-        o => return Err(crate::routes::unexpected(o)),
+    let cmd = Command::UpdateRecords {
+        memory_id,
+        records: patches,
     };
-    wait_indexed(&state).await;
-    let mut written = written.into_iter();
-    let items: Vec<ItemOutcome> = early
-        .into_iter()
-        .filter_map(|e| e.or_else(|| written.next()))
-        .collect();
-    Ok(Json(items_out(items)))
+    Ok(Json(items_out(write_batch(&state, cmd, early).await?)))
 }
 
 /// BatchDeleteMemoryRecords.

@@ -178,7 +178,7 @@ fn check_chars(what: &str, s: &str, min: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn metadata_chars_ok(s: &str) -> bool {
+pub(crate) fn metadata_chars_ok(s: &str) -> bool {
     s.chars()
         .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || "._:/=+@-".contains(c))
 }

@@ -20,7 +20,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{EventId, MemoryId, Timestamp};
+use crate::command::metadata_chars_ok;
+use crate::types::{EventId, MemoryId, Timestamp, check_len};
 use crate::{Error, Result};
 
 /// AgentCore's limits for records.
@@ -35,16 +36,6 @@ pub mod limits {
     pub const MAX_TOP_K: usize = 100;
     pub const MAX_QUERY_CHARS: usize = 10_000;
     pub const MAX_SOURCE_EVENTS: usize = 100;
-}
-
-fn check_len(what: &str, s: &str, min: usize, max: usize) -> Result<()> {
-    let n = s.chars().count();
-    if n < min || n > max {
-        return Err(Error::invalid(format!(
-            "{what} must be {min} to {max} characters long, got {n}"
-        )));
-    }
-    Ok(())
 }
 
 fn word_char(c: char) -> bool {
@@ -129,11 +120,6 @@ pub enum MetaValue {
 
 /// Record metadata, sorted so that encoding is deterministic.
 pub type RecordMetadata = BTreeMap<String, MetaValue>;
-
-fn metadata_chars_ok(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || "._:/=+@-".contains(c))
-}
 
 fn validate_meta_string(what: &str, s: &str) -> Result<()> {
     check_len(what, s, 1, 256)?;

@@ -68,7 +68,7 @@ impl Timestamp {
     }
 }
 
-fn check_len(what: &str, s: &str, min: usize, max: usize) -> Result<()> {
+pub(crate) fn check_len(what: &str, s: &str, min: usize, max: usize) -> Result<()> {
     let n = s.chars().count();
     if n < min || n > max {
         return Err(Error::invalid(format!(

@@ -44,7 +44,7 @@ const PER_MEMORY: &[Table] = &[
     Table::Expiry,
 ];
 
-fn join(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn join(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {

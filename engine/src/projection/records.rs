@@ -17,6 +17,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::Projection;
+use super::events::join;
+pub use super::events::memory_prefix;
 use crate::log::{Body, Entry};
 use crate::record::{Record, RecordId};
 use crate::store::{KeyRange, Table, Txn};
@@ -52,21 +54,6 @@ impl RecordRow {
             message: format!("unreadable record row: {e}"),
         })
     }
-}
-
-fn join(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(p);
-    }
-    out
-}
-
-pub fn memory_prefix(m: &MemoryId) -> Vec<u8> {
-    join(&[m.as_str().as_bytes(), b""])
 }
 
 pub fn record_key(m: &MemoryId, id: &RecordId) -> Vec<u8> {

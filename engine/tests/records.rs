@@ -636,3 +636,44 @@ fn neighbours_in_time_order_share_the_score_when_asked() {
     assert!(with.iter().all(|(_, s)| (0.0..=1.0).contains(s)));
     assert!(with[1].1 > 0.0 && with[1].1 < with[0].1);
 }
+
+/// A namespace of 3,000 records in a memory of 3,100 is past the fixed exact threshold
+/// (2,048) but below the cost crossover `sqrt(ef × 2M × live)` (≈ 3,560 here), so it is
+/// answered by brute force: the vector top-10 must be exactly the brute-force top-10 of
+/// that namespace, and never include a record of the other one.
+#[test]
+fn a_large_namespace_below_the_crossover_is_searched_exactly() {
+    let dir = TempDir::new().unwrap();
+    let engine = open(&dir);
+    let m = memory(&engine, "crossover");
+    let mut mid = Vec::new();
+    for batch in 0..31u64 {
+        let records: Vec<NewRecord> = (0..100u64)
+            .map(|i| {
+                let seed = batch * 100 + i;
+                let ns = if batch == 30 { "/small" } else { "/mid" };
+                new_record(&format!("note {seed}"), ns, seed)
+            })
+            .collect();
+        let ids = create(&engine, &m, records);
+        if batch < 30 {
+            mid.extend(ids.into_iter().zip(batch * 100..batch * 100 + 100));
+        }
+    }
+    let filter = RecordFilter {
+        namespace: Some(NamespaceFilter::Prefix("/mid".into())),
+        ..RecordFilter::default()
+    };
+    for q in 0..8u64 {
+        let query = unit(1_000_000 + q);
+        let dot = |seed: u64| -> f32 { unit(seed).iter().zip(&query).map(|(a, b)| a * b).sum() };
+        let mut want: Vec<(f32, String)> = mid
+            .iter()
+            .map(|(id, seed)| (dot(*seed), id.to_string()))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let want: Vec<String> = want.into_iter().take(10).map(|(_, id)| id).collect();
+        let hits = search(&engine, &m, "", Some(query), Mode::Vector, &filter, None);
+        assert_eq!(ids(&hits), want, "query {q}");
+    }
+}

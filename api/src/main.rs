@@ -76,9 +76,10 @@ struct ServeArgs {
     /// Largest request body accepted, in MiB.
     #[arg(long, env = "MEMLOG_BODY_LIMIT_MB", default_value_t = 16)]
     body_limit_mb: usize,
-    /// Milliseconds a request may take before it is answered with a ServiceException.
-    #[arg(long, env = "MEMLOG_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
-    request_timeout_ms: u64,
+    /// Milliseconds a request may take before it is answered with a ServiceException
+    /// (fractions allowed, e.g. 0.5).
+    #[arg(long, env = "MEMLOG_REQUEST_TIMEOUT_MS", default_value_t = 30_000.0, value_parser = positive_ms)]
+    request_timeout_ms: f64,
     /// Write requests that may wait for the writer; more are refused with ThrottledException.
     #[arg(long, env = "MEMLOG_WRITE_QUEUE", default_value_t = 16_384)]
     write_queue: usize,
@@ -269,7 +270,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = memlog_api::server::Options {
         body_limit: args.body_limit_mb * 1024 * 1024,
         expiry_interval: Duration::from_secs(args.expiry_interval_secs.max(1)),
-        request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
+        request_timeout: Duration::from_secs_f64(args.request_timeout_ms / 1000.0),
         embed_model: args.embed_model.clone(),
         ..Default::default()
     };
@@ -522,4 +523,16 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
     println!("{md}");
     println!("reports written to {}", args.out.display());
     Ok(())
+}
+
+/// A positive, finite number of milliseconds (at most a year).
+fn positive_ms(s: &str) -> Result<f64, String> {
+    let ms: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
+    if ms.is_finite() && ms > 0.0 && ms <= 365.0 * 86_400_000.0 {
+        Ok(ms)
+    } else {
+        Err(format!("{s:?}: must be more than 0 and at most a year"))
+    }
 }

@@ -116,8 +116,7 @@ async fn deadline(
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::Service(format!(
-            "the request timed out after {} ms; its outcome is unknown, retry with the same clientToken",
-            limit.as_millis()
+            "the request timed out after {limit:?}; its outcome is unknown, retry with the same clientToken"
         ))
         .into_response(),
     }

@@ -335,14 +335,7 @@ fn replay(store: StoreArgs) -> anyhow::Result<()> {
 }
 
 fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let tmp;
-    let data_dir = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().context("cannot create a temporary data directory")?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
     let engine = open_engine(
         &StoreArgs {
             data_dir,
@@ -461,14 +454,7 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
     if args.sizes.is_empty() || args.sizes.contains(&0) {
         anyhow::bail!("--sizes needs positive values");
     }
-    let tmp;
-    let data_dir = match &args.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().context("cannot create a temporary data directory")?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
     let engine = open_engine(
         &StoreArgs {
             data_dir,

@@ -23,3 +23,18 @@ pub mod retrieve;
 pub mod text;
 
 pub use machine::machine_info;
+
+/// The data directory of a run: `given`, or a fresh temporary one, removed when the
+/// returned guard drops (keep it alive for the whole run).
+pub fn data_dir(
+    given: Option<&std::path::Path>,
+) -> anyhow::Result<(std::path::PathBuf, Option<tempfile::TempDir>)> {
+    use anyhow::Context;
+    match given {
+        Some(d) => Ok((d.to_path_buf(), None)),
+        None => {
+            let tmp = tempfile::tempdir().context("cannot create a temporary data directory")?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}

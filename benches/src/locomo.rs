@@ -569,14 +569,7 @@ pub fn run(opts: &LocomoOptions) -> anyhow::Result<LocomoReport> {
     let question_texts: Vec<String> = asked.iter().map(|q| q.question.to_owned()).collect();
     embeds.ensure(&question_texts, "questions")?;
 
-    let tmp;
-    let root = match &opts.data_dir {
-        Some(d) => d.clone(),
-        None => {
-            tmp = tempfile::tempdir().context("cannot create a temporary data directory")?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (root, _tmp) = crate::data_dir(opts.data_dir.as_deref())?;
 
     // The main run.
     let built = build(

@@ -100,7 +100,7 @@ impl Embedder for Hashing {
 }
 
 /// 64-bit FNV-1a over the concatenation of `parts`.
-fn fnv1a(parts: &[&[u8]]) -> u64 {
+pub(crate) fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in parts.iter().flat_map(|p| p.iter()) {
         h ^= u64::from(*b);

@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub use hashing::Hashing;
+pub(crate) use hashing::fnv1a;
 pub use minilm::MiniLm;
 
 /// Turns texts into vectors whose dot product measures how alike the texts are.

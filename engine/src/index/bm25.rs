@@ -162,12 +162,7 @@ fn analyzer() -> TextAnalyzer {
 /// collide would share term statistics and candidates; callers resolve hits through their
 /// own per-group key map, so a foreign key is dropped, never returned.
 fn group_tag(group: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in group.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}:")
+    format!("{:016x}:", crate::embed::fnv1a(&[group.as_bytes()]))
 }
 
 /// BM25 statistics for one group: N is the group's document count (its group-term

@@ -25,8 +25,9 @@
 //! in a big memory, `sqrt(ef × 2M × live)`: a filtered beam search that keeps `ef` admitted
 //! results visits about `ef / s` nodes of `2M` neighbours each at selectivity `s`, while
 //! brute force costs `s × live` dot products, and the two meet there (≈ 20k candidates at
-//! 100k records). At 100k records a namespace of 10% took 5 ms in the filtered graph
-//! search, and about 1 ms exactly. The two ranked lists are fused by weighted reciprocal rank fusion; the score is
+//! 100k records). At 100k records a 10% namespace took about 5 ms of a query in the
+//! filtered graph search, about 2.4 ms exactly (perf profiles of `memlog bench retrieve`).
+//! The two ranked lists are fused by weighted reciprocal rank fusion; the score is
 //! normalised into [0, 1]. Point-in-time queries (`asOf`) score the versions that were
 //! live then exactly, from the log.
 
@@ -192,19 +193,17 @@ struct MemIndex {
     by_record: HashMap<RecordId, u32>,
     /// BM25 key (hash of the record id) → live point.
     key_map: HashMap<u64, u32>,
-    /// By namespace id: its live points, for candidate sets of a namespace filter.
+    /// By namespace id: its live points (their number is the namespace's live count), for
+    /// candidate sets and the namespace terms of a BM25 query.
     ns_points: Vec<BTreeSet<u32>>,
-    /// Live records per distinct namespace: candidate counts and the namespace terms of
-    /// a BM25 query, without walking every point.
-    ns_counts: std::collections::BTreeMap<String, usize>,
     /// (first namespace, timestamp, point) of live points: each record's neighbours in
     /// its namespace's time order (a conversation's turns, a session's facts).
     timeline: BTreeSet<(String, u64, u32)>,
     tombstones: usize,
-    /// Namespace → small id (never reused until compaction), so that a namespace filter
-    /// inside the HNSW search tests a bit instead of comparing strings at every visited
-    /// point.
-    ns_ids: HashMap<String, u32>,
+    /// Namespace → small id (never reused until compaction), in name order for prefix
+    /// filters, so that a namespace filter inside the HNSW search tests a bit instead of
+    /// comparing strings at every visited point.
+    ns_ids: std::collections::BTreeMap<String, u32>,
     /// By point: the id of its first namespace, [`NO_NS`] if none (or deleted), with
     /// [`MORE_NS`] set when it has others (kept in `point_ns_more`).
     point_ns: Vec<u32>,
@@ -254,10 +253,9 @@ impl MemIndex {
             by_record: HashMap::new(),
             key_map: HashMap::new(),
             ns_points: Vec::new(),
-            ns_counts: std::collections::BTreeMap::new(),
             timeline: BTreeSet::new(),
             tombstones: 0,
-            ns_ids: HashMap::new(),
+            ns_ids: std::collections::BTreeMap::new(),
             point_ns: Vec::new(),
             point_ns_more: HashMap::new(),
         }
@@ -296,10 +294,8 @@ impl MemIndex {
     fn ns_mask(&self, f: Option<&crate::record::NamespaceFilter>) -> Option<NsMask> {
         let f = f?;
         let mut bits = vec![0u64; self.ns_ids.len().div_ceil(64)];
-        for (ns, _) in self.matching_namespaces(f) {
-            if let Some(&id) = self.ns_ids.get(ns) {
-                bits[id as usize / 64] |= 1 << (id % 64);
-            }
+        for (_, id, _) in self.matching_namespaces(f) {
+            bits[id as usize / 64] |= 1 << (id % 64);
         }
         Some(NsMask(bits))
     }
@@ -342,37 +338,28 @@ impl MemIndex {
                 id
             }
         };
-        if self.ns_points[id as usize].insert(p) {
-            *self.ns_counts.entry(ns.to_owned()).or_default() += 1;
-        }
+        self.ns_points[id as usize].insert(p);
         id
     }
 
     fn remove_ns(&mut self, ns: &str, p: u32) {
-        let Some(&id) = self.ns_ids.get(ns) else {
-            return;
-        };
-        if self.ns_points[id as usize].remove(&p)
-            && let Some(c) = self.ns_counts.get_mut(ns)
-        {
-            *c -= 1;
-            if *c == 0 {
-                self.ns_counts.remove(ns);
-            }
+        if let Some(&id) = self.ns_ids.get(ns) {
+            self.ns_points[id as usize].remove(&p);
         }
     }
 
-    /// The distinct namespaces a filter admits, with their live counts.
-    fn matching_namespaces(&self, f: &crate::record::NamespaceFilter) -> Vec<(&str, usize)> {
+    /// The distinct namespaces with live records that a filter admits: (name, id, count).
+    fn matching_namespaces(&self, f: &crate::record::NamespaceFilter) -> Vec<(&str, u32, usize)> {
         let prefix = f.prefix().trim_end_matches('/');
-        self.ns_counts
+        self.ns_ids
             .range::<str, _>((
                 std::ops::Bound::Included(prefix),
                 std::ops::Bound::Unbounded,
             ))
             .take_while(|(ns, _)| ns.starts_with(prefix))
             .filter(|(ns, _)| f.matches(ns))
-            .map(|(ns, c)| (ns.as_str(), *c))
+            .map(|(ns, &id)| (ns.as_str(), id, self.ns_points[id as usize].len()))
+            .filter(|&(_, _, count)| count > 0)
             .collect()
     }
 
@@ -457,12 +444,7 @@ fn fit_dim(v: &[f32], dim: usize) -> Vec<f32> {
 /// The key of a record in the BM25 index: a hash of its id, the same for every version,
 /// so that replacing or deleting a record does not depend on which version is indexed.
 fn bm25_key_of(id: &RecordId) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.as_str().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::embed::fnv1a(&[id.as_str().as_bytes()])
 }
 
 struct State {
@@ -1152,16 +1134,16 @@ impl SearchIndex {
             let filter = |key: u64| idx.key_map.get(&key).is_some_and(|p| admits(*p));
             let bm25 = &self.bm25;
             // A namespace filter over few distinct namespaces that hold a small share of the
-            // memory becomes a required clause: tantivy then scores just their documents.
-            // Over a larger share that pass costs more than block-max WAND over the whole
-            // memory with the filter applied as hits are collected (measured at 100k records:
-            // a namespace of 10% took 6.4 ms p50 with the clause, see `memlog bench
-            // retrieve`).
+            // memory becomes a required clause: tantivy then scores just their documents, a
+            // pass that grows with the namespaces. Over a larger share, block-max WAND over
+            // the whole memory with the filter applied as hits are collected is used (at
+            // 100k records and a 10% namespace, `memlog bench retrieve` measured 5.4 ms p50
+            // with the clause and 4.5–5.0 ms without: within this machine's noise).
             let scope: Option<Vec<String>> = q.filter.namespace.as_ref().and_then(|f| {
                 let ns = idx.matching_namespaces(f);
-                let docs: usize = ns.iter().map(|(_, c)| c).sum();
+                let docs: usize = ns.iter().map(|(_, _, c)| c).sum();
                 (ns.len() <= 256 && docs * SCOPE_SHARE <= idx.live())
-                    .then(|| ns.into_iter().map(|(n, _)| n.to_owned()).collect())
+                    .then(|| ns.into_iter().map(|(n, _, _)| n.to_owned()).collect())
             });
             let hits = if q.filter.is_empty() {
                 bm25.search(q.memory_id.as_str(), q.text, n, None)?
@@ -1207,16 +1189,14 @@ fn small_candidate_set(
         );
     }
     if let Some(ns) = &filter.namespace {
-        let total: usize = idx.matching_namespaces(ns).iter().map(|(_, c)| c).sum();
+        let matching = idx.matching_namespaces(ns);
+        let total: usize = matching.iter().map(|(_, _, c)| c).sum();
         if total > threshold && (filter.strategy_id.is_none() && filter.metadata.is_empty()) {
             return None;
         }
         // The points of the admitted namespaces; stop once past the threshold.
         let mut out = Vec::new();
-        for (name, _) in idx.matching_namespaces(ns) {
-            let Some(&id) = idx.ns_ids.get(name) else {
-                continue;
-            };
+        for (_, id, _) in matching {
             for &p in &idx.ns_points[id as usize] {
                 if admits(p) {
                     out.push(p);

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::extraction::{self, Extraction, SessionKey, SessionRef};
 use crate::log::{Body, Entry, EventKey};
 use crate::projection::events::{self, EventRow};
 use crate::projection::records;
@@ -100,6 +101,16 @@ pub enum Command {
         memory_id: MemoryId,
         records: Vec<RecordRef>,
     },
+    /// A strategy run's result (from the strategy worker). Refused with a conflict when
+    /// the session's cursor is no longer `expected_cursor` or a record it ends is no
+    /// longer live, so two runs over the same events can never both land.
+    Extract {
+        memory_id: MemoryId,
+        extraction: Box<Extraction>,
+        expected_cursor: Lsn,
+    },
+    /// Retry a session whose extraction failed.
+    RedriveExtraction(SessionRef),
 }
 
 /// One record to create. The embedding is computed by the caller, before the command is
@@ -158,6 +169,9 @@ pub enum Outcome {
     Expired(usize),
     /// Per-item results of a record batch, in request order.
     Records(Vec<ItemOutcome>),
+    /// The records an extraction wrote.
+    Extracted(Vec<RecordId>),
+    Redriven,
 }
 
 /// The writer's view while deciding: the transaction and the next LSN to hand out.
@@ -581,6 +595,7 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
                             source_event_ids: new.source_event_ids.clone(),
                             embedding: new.embedding.clone(),
                             embed_model: new.embed_model.clone(),
+                            supersedes: None,
                         });
                         ItemOutcome {
                             record_id: Some(id),
@@ -686,6 +701,89 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
                 }]
             };
             Ok((bodies, Outcome::Records(out)))
+        }
+        Command::Extract {
+            memory_id,
+            extraction: x,
+            expected_cursor,
+        } => {
+            let memory = active_memory(ctx.txn, memory_id)?;
+            let known = memory
+                .strategies
+                .iter()
+                .any(|s| s.get("strategyId").and_then(Value::as_str) == Some(&x.strategy_id));
+            if !known {
+                return Err(Error::not_found(format!(
+                    "memory strategy {} not found in memory {memory_id}",
+                    x.strategy_id
+                )));
+            }
+            let key = SessionKey {
+                memory_id: memory_id.clone(),
+                strategy_id: x.strategy_id.clone(),
+                actor_id: x.actor_id.clone(),
+                session_id: x.session_id.clone(),
+            };
+            let cursor = extraction::load_cursor(ctx.txn, &key)?;
+            if cursor != *expected_cursor {
+                return Err(Error::conflict(format!(
+                    "session {} of strategy {} is extracted up to LSN {cursor}, not {expected_cursor}",
+                    x.session_id, x.strategy_id
+                )));
+            }
+            let mut x = x.clone();
+            if x.error.is_none() {
+                if x.records.len() > extraction::MAX_RECORDS {
+                    return Err(Error::invalid(format!(
+                        "an extraction writes at most {} records, got {}",
+                        extraction::MAX_RECORDS,
+                        x.records.len()
+                    )));
+                }
+                for (i, r) in x.records.iter_mut().enumerate() {
+                    validate_content(&r.content)?;
+                    validate_namespaces(&r.namespaces)?;
+                    validate_embedding(&r.embedding)?;
+                    if records::load(ctx.txn, memory_id, &r.id)?.is_some() {
+                        return Err(Error::conflict(format!("record id {} is taken", r.id)));
+                    }
+                    if !x.operations.iter().any(|o| o.record == Some(i as u32)) {
+                        return Err(Error::invalid(format!(
+                            "extracted record {i} has no operation"
+                        )));
+                    }
+                    r.created_at = ctx.now;
+                }
+                for target in x.ended() {
+                    if records::load(ctx.txn, memory_id, target)?.is_none() {
+                        return Err(Error::conflict(format!(
+                            "record {target} is no longer live"
+                        )));
+                    }
+                }
+            }
+            let ids = x.records.iter().map(|r| r.id.clone()).collect();
+            Ok((
+                vec![Body::Extracted {
+                    memory_id: memory_id.clone(),
+                    extraction: x,
+                }],
+                Outcome::Extracted(ids),
+            ))
+        }
+        Command::RedriveExtraction(r) => {
+            load_memory(ctx.txn, &r.memory_id)?;
+            let row = extraction::load_pending(ctx.txn, &SessionKey::from(r))?;
+            if row.is_none_or(|row| row.failed.is_none()) {
+                return Err(Error::not_found(format!(
+                    "no failed extraction for session {} of actor {} (strategy {})",
+                    r.session_id, r.actor_id, r.strategy_id
+                )));
+            }
+            Ok((
+                vec![Body::ExtractionRedriven { key: r.clone() }],
+                Outcome::Redriven,
+            ))
         }
     }
 }
@@ -855,18 +953,22 @@ pub(crate) fn version_embedding(
         path: "log".into(),
         message,
     })?;
-    match entry.body {
-        Body::RecordsCreated { records, .. } | Body::RecordsUpdated { records, .. } => records
-            .into_iter()
-            .nth(slot as usize)
-            .map(|r| r.embedding)
-            .ok_or_else(|| Error::Corruption {
+    let records = match entry.body {
+        Body::RecordsCreated { records, .. } | Body::RecordsUpdated { records, .. } => records,
+        Body::Extracted { extraction, .. } => extraction.records,
+        other => {
+            return Err(Error::Corruption {
                 path: "log".into(),
-                message: format!("LSN {lsn} has no record in slot {slot}"),
-            }),
-        other => Err(Error::Corruption {
+                message: format!("a record points at LSN {lsn}, which is a {}", other.kind()),
+            });
+        }
+    };
+    records
+        .into_iter()
+        .nth(slot as usize)
+        .map(|r| r.embedding)
+        .ok_or_else(|| Error::Corruption {
             path: "log".into(),
-            message: format!("a record points at LSN {lsn}, which is a {}", other.kind()),
-        }),
-    }
+            message: format!("LSN {lsn} has no record in slot {slot}"),
+        })
 }

@@ -1,7 +1,7 @@
 //! [`Engine`]: the store, the projections and the writer thread behind one handle.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::clock::Clock;
 use crate::command::{Command, Outcome};
@@ -10,6 +10,7 @@ use crate::log::writer::{self, Done, Stats, Writer};
 use crate::projection::{self, Progress, Projection, events::EventStore, records::RecordStore};
 use crate::query::Reader;
 use crate::store::{self, Backend, Table};
+use crate::types::Lsn;
 use crate::{Error, Result};
 
 /// How to open an engine.
@@ -51,6 +52,8 @@ struct Inner {
     data_dir: PathBuf,
     index: Arc<SearchIndex>,
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The last committed LSN, for log followers that wait for new entries.
+    committed: Arc<(Mutex<u64>, Condvar)>,
 }
 
 impl Drop for Inner {
@@ -74,7 +77,11 @@ impl Drop for Inner {
 
 /// The synchronous projections, applied in the writer's commit.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(EventStore), Arc::new(RecordStore)]
+    vec![
+        Arc::new(EventStore),
+        Arc::new(RecordStore),
+        Arc::new(crate::extraction::ExtractionState),
+    ]
 }
 
 /// What `replay` did.
@@ -145,6 +152,8 @@ impl Engine {
         };
         let (handle, rx) = writer::channel(&options.writer);
         let notify = index.clone();
+        let committed = Arc::new((Mutex::new(end.0.0), Condvar::new()));
+        let watch = committed.clone();
         let w = Writer {
             backend: backend.clone(),
             projections,
@@ -153,7 +162,12 @@ impl Engine {
             options: options.writer.clone(),
             stats: stats.clone(),
             rng: fastrand::Rng::new(),
-            on_commit: Some(Arc::new(move |lsn| notify.notify_committed(lsn))),
+            on_commit: Some(Arc::new(move |lsn| {
+                notify.notify_committed(lsn);
+                let (last, cv) = &*watch;
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = lsn.0;
+                cv.notify_all();
+            })),
         };
         let thread = std::thread::Builder::new()
             .name("memlog-writer".into())
@@ -171,6 +185,7 @@ impl Engine {
                 data_dir: options.data_dir.clone(),
                 index,
                 indexer: Mutex::new(Some(indexer)),
+                committed,
             }),
         })
     }
@@ -237,6 +252,17 @@ impl Engine {
         };
         drop(reader);
         self.inner.index.search(query, versions)
+    }
+
+    /// Blocks until an entry after `after` is committed or `timeout` passes; returns the
+    /// last committed LSN. Log followers (the strategy worker) sleep here.
+    pub fn wait_for_commit(&self, after: Lsn, timeout: std::time::Duration) -> Lsn {
+        let (last, cv) = &*self.inner.committed;
+        let guard = last.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = cv
+            .wait_timeout_while(guard, timeout, |l| *l <= after.0)
+            .unwrap_or_else(|p| p.into_inner());
+        Lsn(*guard)
     }
 
     pub fn stats(&self) -> &Stats {

@@ -16,6 +16,10 @@
 //! - [`embed`]: the [`embed::Embedder`] trait; all-MiniLM-L6-v2 on candle, and a hashing
 //!   fallback that is not semantic.
 //! - [`strategy`]: memory strategy configuration as stored.
+//! - [`extraction`]: extraction runs in the log and the state that drives the strategy
+//!   worker (which sessions have unextracted events).
+//! - [`llm`]: the [`llm::Llm`] trait and the tolerant JSON parser (clients live in the
+//!   strategies crate: the engine does no network I/O).
 //! - [`clock`]: injectable time.
 //! - [`engine`]: [`Engine`], the handle that ties them together.
 
@@ -24,7 +28,9 @@ pub mod command;
 pub mod embed;
 pub mod engine;
 mod error;
+pub mod extraction;
 pub mod index;
+pub mod llm;
 pub mod log;
 pub mod projection;
 pub mod query;

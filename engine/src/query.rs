@@ -4,6 +4,7 @@
 use std::ops::Bound;
 use std::path::Path;
 
+use crate::extraction::{self, PendingRow, SessionKey};
 use crate::log::{Body, Entry, EventKey};
 use crate::projection::events::{self, EventRow, SessionRow};
 use crate::projection::records::{self, RecordRow};
@@ -463,6 +464,7 @@ impl Reader<'_> {
                 Body::RecordsCreated { records, .. } | Body::RecordsUpdated { records, .. } => {
                     records
                 }
+                Body::Extracted { extraction, .. } => extraction.records,
                 other => {
                     return Err(self.corrupt(format!(
                         "record history points at LSN {from}, a {}",
@@ -502,5 +504,94 @@ impl Reader<'_> {
             }
         }
         Ok(Lsn(lo))
+    }
+
+    /// Sessions with events waiting for extraction, of one memory or all, in key order.
+    pub fn pending_extractions(
+        &self,
+        memory: Option<&MemoryId>,
+    ) -> Result<Vec<(SessionKey, PendingRow)>> {
+        let range = match memory {
+            Some(m) => KeyRange::prefix(&events::memory_prefix(m)),
+            None => KeyRange::all(),
+        };
+        self.snap
+            .range(Table::ExtractPending, &range, false)?
+            .map(|item| {
+                let (k, v) = item?;
+                let key = SessionKey::decode(&k)
+                    .ok_or_else(|| self.corrupt("unreadable pending-extraction key"))?;
+                let row: PendingRow = serde_json::from_slice(&v)
+                    .map_err(|_| self.corrupt("unreadable pending-extraction row"))?;
+                Ok((key, row))
+            })
+            .collect()
+    }
+
+    /// The pending-extraction row of one strategy and session, if it has one.
+    pub fn pending_extraction(&self, key: &SessionKey) -> Result<Option<PendingRow>> {
+        self.snap
+            .get(Table::ExtractPending, &key.encode())?
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .map_err(|_| self.corrupt("unreadable pending-extraction row"))
+            })
+            .transpose()
+    }
+
+    /// The LSN up to which a strategy has extracted a session (0: nothing yet).
+    pub fn extraction_cursor(&self, key: &SessionKey) -> Result<Lsn> {
+        Ok(self
+            .snap
+            .get(Table::ExtractCursors, &key.encode())?
+            .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+            .map(Lsn)
+            .unwrap_or(Lsn::ZERO))
+    }
+
+    /// The live events of a session written after LSN `after`, in log order, with
+    /// their LSNs (events marked `extractionMode: SKIP` included: callers filter).
+    pub fn session_events_after(
+        &self,
+        memory: &MemoryId,
+        actor: &ActorId,
+        session: &SessionId,
+        after: Lsn,
+    ) -> Result<Vec<(Lsn, Event)>> {
+        let prefix = events::session_events_prefix(memory, actor, session);
+        let mut rows = Vec::new();
+        for item in self
+            .snap
+            .range(Table::Events, &KeyRange::prefix(&prefix), false)?
+        {
+            let (_, v) = item?;
+            let row = EventRow::decode(&v).ok_or_else(|| self.corrupt("unreadable event row"))?;
+            if row.lsn > after {
+                rows.push(row);
+            }
+        }
+        rows.sort_by_key(|r| r.lsn);
+        rows.iter()
+            .map(|r| Ok((r.lsn, self.event_at(r)?)))
+            .collect()
+    }
+
+    /// How far extraction is behind the log, for one memory or all.
+    pub fn extraction_status(&self, memory: Option<&MemoryId>) -> Result<extraction::Status> {
+        let log_lsn = self.last_lsn()?.0;
+        let pending = self.pending_extractions(memory)?;
+        let checkpoint = pending
+            .iter()
+            .map(|(_, r)| r.first.0.saturating_sub(1))
+            .min()
+            .unwrap_or(log_lsn);
+        Ok(extraction::Status {
+            log_lsn,
+            checkpoint,
+            lag: log_lsn - checkpoint.min(log_lsn),
+            pending_sessions: pending.len() as u64,
+            pending_events: pending.iter().map(|(_, r)| u64::from(r.events)).sum(),
+            failed_sessions: pending.iter().filter(|(_, r)| r.failed.is_some()).count() as u64,
+        })
     }
 }

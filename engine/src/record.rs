@@ -243,6 +243,9 @@ pub struct Record {
     /// The embedder that produced `embedding` (its `name()`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub embed_model: String,
+    /// The record this one replaced (extraction's UPDATE): its live range ended here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<RecordId>,
 }
 
 impl Record {

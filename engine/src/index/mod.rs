@@ -797,50 +797,40 @@ impl SearchIndex {
         to_hnsw: bool,
         to_bm25: bool,
     ) -> Result<bool> {
-        match &e.body {
-            Body::RecordsCreated { memory_id, records }
-            | Body::RecordsUpdated { memory_id, records } => {
-                if to_hnsw {
-                    let dim = records.first().map_or(0, |r| r.embedding.0.len());
+        if let Some((memory_id, records, ended)) = e.body.record_changes() {
+            if to_hnsw {
+                if let Some(first) = records.first() {
                     let tuning = &self.tuning;
-                    let idx = s
-                        .memories
+                    s.memories
                         .entry(memory_id.clone())
-                        .or_insert_with(|| MemIndex::new(dim, tuning));
+                        .or_insert_with(|| MemIndex::new(first.embedding.0.len(), tuning));
+                }
+                if let Some(idx) = s.memories.get_mut(memory_id) {
+                    for id in &ended {
+                        idx.remove(id);
+                    }
                     for r in records {
                         idx.insert(r);
                     }
-                    s.dirty.insert(memory_id.clone());
-                }
-                if to_bm25 {
-                    for r in records {
-                        let key = bm25_key_of(&r.id);
-                        bm25.delete(key)?;
-                        bm25.add_scoped(key, memory_id.as_str(), &r.content, &r.namespaces)?;
-                    }
-                }
-                Ok(true)
-            }
-            Body::RecordsDeleted {
-                memory_id,
-                record_ids,
-            } => {
-                if to_hnsw && let Some(idx) = s.memories.get_mut(memory_id) {
-                    for id in record_ids {
-                        idx.remove(id);
-                    }
-                    if idx.maybe_compact() {
+                    if !ended.is_empty() && idx.maybe_compact() {
                         s.compactions += 1;
                     }
                     s.dirty.insert(memory_id.clone());
                 }
-                if to_bm25 {
-                    for id in record_ids {
-                        bm25.delete(bm25_key_of(id))?;
-                    }
-                }
-                Ok(true)
             }
+            if to_bm25 {
+                for id in &ended {
+                    bm25.delete(bm25_key_of(id))?;
+                }
+                for r in records {
+                    let key = bm25_key_of(&r.id);
+                    bm25.delete(key)?;
+                    bm25.add_scoped(key, memory_id.as_str(), &r.content, &r.namespaces)?;
+                }
+            }
+            return Ok(true);
+        }
+        match &e.body {
             Body::MemoryDeleted { memory_id } => {
                 if to_hnsw && s.memories.remove(memory_id).is_some() {
                     s.dirty.remove(memory_id);
@@ -855,7 +845,12 @@ impl SearchIndex {
             | Body::MemoryUpdated { .. }
             | Body::EventCreated { .. }
             | Body::EventDeleted { .. }
-            | Body::EventExpired { .. } => Ok(false),
+            | Body::EventExpired { .. }
+            | Body::RecordsCreated { .. }
+            | Body::RecordsUpdated { .. }
+            | Body::RecordsDeleted { .. }
+            | Body::Extracted { .. }
+            | Body::ExtractionRedriven { .. } => Ok(false),
         }
     }
 

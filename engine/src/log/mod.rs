@@ -14,6 +14,7 @@ pub mod writer;
 
 use serde::{Deserialize, Serialize};
 
+use crate::extraction::{Extraction, SessionRef};
 use crate::record::{Record, RecordId};
 use crate::types::{ActorId, Event, EventId, Lsn, Memory, MemoryId, SessionId, Timestamp};
 use crate::{Error, Result};
@@ -78,10 +79,40 @@ pub enum Body {
         memory_id: MemoryId,
         record_ids: Vec<RecordId>,
     },
+    /// One strategy run over a session's new events: the records it wrote and ended,
+    /// its LLM exchanges, and the session's new extraction cursor.
+    Extracted {
+        memory_id: MemoryId,
+        extraction: Box<Extraction>,
+    },
+    /// A session whose extraction failed is tried again.
+    ExtractionRedriven {
+        key: SessionRef,
+    },
 }
 
 impl Body {
     /// A short name for logs and reports.
+    /// The records this entry writes (with their slots) and the ones it ends, for the
+    /// record store and the search indexes.
+    pub fn record_changes(&self) -> Option<(&MemoryId, &[Record], Vec<&RecordId>)> {
+        match self {
+            Body::RecordsCreated { memory_id, records }
+            | Body::RecordsUpdated { memory_id, records } => Some((memory_id, records, vec![])),
+            Body::RecordsDeleted {
+                memory_id,
+                record_ids,
+            } => Some((memory_id, &[], record_ids.iter().collect())),
+            Body::Extracted {
+                memory_id,
+                extraction,
+            } if extraction.error.is_none() => {
+                Some((memory_id, &extraction.records, extraction.ended().collect()))
+            }
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Body::MemoryCreated { .. } => "MemoryCreated",
@@ -93,6 +124,8 @@ impl Body {
             Body::RecordsCreated { .. } => "RecordsCreated",
             Body::RecordsUpdated { .. } => "RecordsUpdated",
             Body::RecordsDeleted { .. } => "RecordsDeleted",
+            Body::Extracted { .. } => "Extracted",
+            Body::ExtractionRedriven { .. } => "ExtractionRedriven",
         }
     }
 }

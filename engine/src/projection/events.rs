@@ -342,7 +342,9 @@ impl Projection for EventStore {
             }
             Body::RecordsCreated { .. }
             | Body::RecordsUpdated { .. }
-            | Body::RecordsDeleted { .. } => {}
+            | Body::RecordsDeleted { .. }
+            | Body::Extracted { .. }
+            | Body::ExtractionRedriven { .. } => {}
         }
         Ok(())
     }

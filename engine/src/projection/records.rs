@@ -171,22 +171,17 @@ impl Projection for RecordStore {
     }
 
     fn apply(&self, entry: &Entry, txn: &mut Txn<'_>) -> Result<()> {
+        if let Some((memory_id, records, ended)) = entry.body.record_changes() {
+            for id in ended {
+                Self::retire(txn, memory_id, id, entry.lsn)?;
+            }
+            for (slot, r) in records.iter().enumerate() {
+                Self::retire(txn, memory_id, &r.id, entry.lsn)?;
+                Self::write(txn, memory_id, entry.lsn, slot, r);
+            }
+            return Ok(());
+        }
         match &entry.body {
-            Body::RecordsCreated { memory_id, records }
-            | Body::RecordsUpdated { memory_id, records } => {
-                for (slot, r) in records.iter().enumerate() {
-                    Self::retire(txn, memory_id, &r.id, entry.lsn)?;
-                    Self::write(txn, memory_id, entry.lsn, slot, r);
-                }
-            }
-            Body::RecordsDeleted {
-                memory_id,
-                record_ids,
-            } => {
-                for id in record_ids {
-                    Self::retire(txn, memory_id, id, entry.lsn)?;
-                }
-            }
             Body::MemoryDeleted { memory_id } => {
                 let range = KeyRange::prefix(&memory_prefix(memory_id));
                 for t in TABLES {
@@ -203,7 +198,12 @@ impl Projection for RecordStore {
             | Body::MemoryUpdated { .. }
             | Body::EventCreated { .. }
             | Body::EventDeleted { .. }
-            | Body::EventExpired { .. } => {}
+            | Body::EventExpired { .. }
+            | Body::RecordsCreated { .. }
+            | Body::RecordsUpdated { .. }
+            | Body::RecordsDeleted { .. }
+            | Body::Extracted { .. }
+            | Body::ExtractionRedriven { .. } => {}
         }
         Ok(())
     }

@@ -49,10 +49,16 @@ pub enum Table {
     RecordHistory,
     /// memory \0 namespace \0 record id → ().
     RecordsByNamespace,
+    /// memory → its strategy ids (extraction state).
+    ExtractStrategies,
+    /// memory \0 strategy \0 actor \0 session → last extracted event LSN.
+    ExtractCursors,
+    /// memory \0 strategy \0 actor \0 session → pending-extraction row.
+    ExtractPending,
 }
 
 impl Table {
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 15] = [
         Table::Log,
         Table::Meta,
         Table::Memories,
@@ -65,6 +71,9 @@ impl Table {
         Table::Records,
         Table::RecordHistory,
         Table::RecordsByNamespace,
+        Table::ExtractStrategies,
+        Table::ExtractCursors,
+        Table::ExtractPending,
     ];
 
     pub fn name(self) -> &'static str {
@@ -81,6 +90,9 @@ impl Table {
             Table::Records => "records",
             Table::RecordHistory => "record_history",
             Table::RecordsByNamespace => "records_by_namespace",
+            Table::ExtractStrategies => "extract_strategies",
+            Table::ExtractCursors => "extract_cursors",
+            Table::ExtractPending => "extract_pending",
         }
     }
 
@@ -99,6 +111,9 @@ impl Table {
             Table::Records => 10,
             Table::RecordHistory => 11,
             Table::RecordsByNamespace => 12,
+            Table::ExtractStrategies => 13,
+            Table::ExtractCursors => 14,
+            Table::ExtractPending => 15,
         }
     }
 }

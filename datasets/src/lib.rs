@@ -1,4 +1,5 @@
-//! Public data sets memlog is benchmarked on, and the retrieval metrics computed on them.
+//! Data sets memlog is benchmarked on (public ones, and small ones written for the project),
+//! and the retrieval metrics computed on them.
 //!
 //! # Supported data sets
 //!
@@ -7,12 +8,17 @@
 //!   conversations in dated sessions, with questions in five categories whose evidence is a
 //!   list of dialogue turns. memlog uses a development split of 5 of the 10 conversations
 //!   (conv-26, conv-30, conv-41, conv-42, conv-43), taken unchanged from `data/locomo10.json`.
+//! - [`consolidation`]: consolidation pairs, a small data set written for this project: an
+//!   earlier and a later user message with the operation memory consolidation should choose
+//!   (ADD, UPDATE, INVALIDATE or NOOP) and why. It ships with the crate as
+//!   `fixtures/consolidation.jsonl` ([`consolidation::fixture_path`]) and is read with
+//!   [`consolidation::load`].
 //!
 //! # Where the data lives
 //!
-//! The data is not part of this source tree. It is kept beside the checkout: for a checkout
-//! at `X/main`, the development split is `X/shared/datasets/locomo/locomo-dev.json`, with a
-//! README and the licence text. [`locomo::default_locomo_path`] finds it from the current
+//! The LoCoMo data is not part of this source tree. It is kept beside the checkout: for a
+//! checkout at `X/main`, the development split is `X/shared/datasets/locomo/locomo-dev.json`,
+//! with a README and the licence text. [`locomo::default_locomo_path`] finds it from the current
 //! directory, or takes the path from the `MEMLOG_LOCOMO` environment variable.
 //!
 //! # Licences
@@ -21,13 +27,15 @@
 //! authors. Code that only reads the file at run time (this crate, the benchmarks) is not
 //! affected, but the data must not be copied into the repository or shipped with it.
 //! The fixture `fixtures/locomo-mini.json`, used by the tests, is written for this project
-//! in LoCoMo's format (no text from LoCoMo) and is under the crate's licence, Apache-2.0.
+//! in LoCoMo's format (no text from LoCoMo) and is under the crate's licence, Apache-2.0,
+//! as is `fixtures/consolidation.jsonl`.
 //!
 //! # Metrics
 //!
 //! [`metrics`] has hit@k and recall@k over ranked id lists, and an [`metrics::Accumulator`]
 //! that averages them overall and by question category and serialises to JSON.
 
+pub mod consolidation;
 pub mod locomo;
 pub mod metrics;
 

@@ -38,11 +38,12 @@ pub const LOCOMO_DEV_RELATIVE_PATH: &str = "shared/datasets/locomo/locomo-dev.js
 /// wrong answer) and are excluded from retrieval scores.
 pub const ADVERSARIAL_CATEGORY: u8 = 5;
 
-/// Why a LoCoMo file could not be loaded.
+/// Why a data set file (LoCoMo, or a JSON Lines fixture such as the
+/// [consolidation pairs](crate::consolidation)) could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file could not be read (missing, unreadable).
-    #[error("cannot read LoCoMo file {}: {source}", path.display())]
+    /// The file could not be read (missing, unreadable, not UTF-8).
+    #[error("cannot read data set file {}: {source}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -59,6 +60,17 @@ pub enum Error {
         at: String,
         /// What is wrong, with line and column.
         source: serde_json::Error,
+    },
+    /// A line of a JSON Lines file is wrong: not JSON, a missing, unknown or mistyped field,
+    /// an empty text, an id already used.
+    #[error("invalid line {line} of {}: {message}", path.display())]
+    Line {
+        /// The file.
+        path: PathBuf,
+        /// The line, counting from 1.
+        line: usize,
+        /// What is wrong, naming the field where there is one.
+        message: String,
     },
 }
 

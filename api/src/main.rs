@@ -106,6 +106,30 @@ enum BenchCmd {
     /// RetrieveMemoryRecords latency over HTTP at growing corpus sizes, against a fresh
     /// in-process server.
     Retrieve(RetrieveArgs),
+    /// The rule-based strategies through a live server: CreateEvent → retrievable record
+    /// latency, and extraction throughput.
+    Extract(ExtractArgs),
+}
+
+#[derive(Args)]
+struct ExtractArgs {
+    /// Facts timed per client from CreateEvent to retrievable.
+    #[arg(long, default_value_t = 100)]
+    latency_events: usize,
+    /// Events for the throughput phase.
+    #[arg(long, default_value_t = 2000)]
+    throughput_events: usize,
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    #[arg(long, default_value = "bench-out/extract")]
+    out: PathBuf,
+    /// Data directory (default: a fresh temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The MiniLM model the server embeds records with (default: the model cache; the
+    /// hashing embedder, and the report says so, if there is none).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -247,6 +271,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Locomo(args)) => bench_locomo(args),
         Cmd::Bench(BenchCmd::Ann(args)) => bench_ann(args),
         Cmd::Bench(BenchCmd::Retrieve(args)) => bench_retrieve(args),
+        Cmd::Bench(BenchCmd::Extract(args)) => bench_extract(args),
         Cmd::Model(ModelCmd::Fetch { dest, python }) => {
             let dest = dest.unwrap_or_else(memlog_api::model::default_dir);
             memlog_api::model::fetch(&dest, &python)
@@ -494,6 +519,60 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
             &opts,
         )
         .await;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        report
+    })?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    let md = report.to_markdown();
+    std::fs::write(args.out.join("report.md"), &md)?;
+    println!("{md}");
+    println!("reports written to {}", args.out.display());
+    Ok(())
+}
+
+fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
+    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
+    let engine = open_engine(
+        &StoreArgs {
+            data_dir,
+            backend: memlog_engine::store::Kind::Redb,
+        },
+        None,
+    )?;
+    let opts = memlog_benches::extract::ExtractOptions {
+        latency_events: args.latency_events.max(1),
+        throughput_events: args.throughput_events.max(1),
+        concurrency: args.concurrency.max(1),
+        ..Default::default()
+    };
+    let embed_model = args.embed_model.clone();
+    let embedder_name = match memlog_engine::embed::find_model(embed_model.as_deref()) {
+        Some(dir) => format!("all-MiniLM-L6-v2 ({})", dir.display()),
+        None => "hashing (no model found: NOT semantic)".to_owned(),
+    };
+    let report = runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(memlog_api::server::serve(
+            engine,
+            listener,
+            memlog_api::server::Options {
+                embed_model,
+                ..Default::default()
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let report =
+            memlog_benches::extract::run(&format!("http://{addr}"), &embedder_name, &opts).await;
         let _ = stop_tx.send(());
         let _ = server.await;
         report

@@ -315,6 +315,9 @@ pub fn record_out(r: &Record) -> Map<String, Value> {
     if !r.source_event_ids.is_empty() {
         out.insert("sourceEventIds".into(), json!(r.source_event_ids));
     }
+    if let Some(s) = &r.supersedes {
+        out.insert("supersedes".into(), json!(s));
+    }
     out
 }
 

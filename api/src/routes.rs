@@ -30,6 +30,8 @@ pub struct AppState {
     pub embedder: std::sync::Arc<dyn memlog_engine::embed::Embedder>,
     /// Where its model was loaded from; `None` for the hashing fallback.
     pub embed_model: Option<std::path::PathBuf>,
+    /// The strategy worker that turns events into records.
+    pub worker: std::sync::Arc<memlog_strategies::Worker>,
 }
 
 /// Path parameters; a bad one is a ValidationException, never a plain-text 400.
@@ -481,6 +483,10 @@ async fn health(State(state): State<AppState>) -> Json<wire::Health> {
             model_path: state.embed_model.as_ref().map(|p| p.display().to_string()),
         },
         index: state.engine.index().stats(),
+        extraction: wire::ExtractionHealth {
+            mode: "rules",
+            status: state.worker.status(None).unwrap_or_default(),
+        },
     })
 }
 
@@ -511,6 +517,10 @@ pub fn router(state: AppState) -> axum::Router {
         .routes(routes!(crate::records::batch_create))
         .routes(routes!(crate::records::batch_update))
         .routes(routes!(crate::records::batch_delete))
+        .routes(routes!(crate::extraction::status))
+        .routes(routes!(crate::extraction::flush))
+        .routes(routes!(crate::extraction::list_jobs))
+        .routes(routes!(crate::extraction::start_job))
         .routes(routes!(health))
         .split_for_parts();
     let doc = std::sync::Arc::new(api);

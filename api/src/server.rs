@@ -83,11 +83,21 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
     } else {
         load_embedder(options.embed_model.as_deref())
     };
+    let worker = memlog_strategies::Worker::new(
+        engine.clone(),
+        embedder.clone(),
+        Arc::new(memlog_engine::clock::SystemClock),
+    );
+    // The thread ends when the router (and with it the last handle) is dropped.
+    if let Err(e) = worker.start() {
+        tracing::error!("cannot start the strategy worker: {e}; events will not be extracted");
+    }
     let state = AppState {
         engine,
         arn: options.arn.clone(),
         embedder,
         embed_model,
+        worker,
     };
     routes::router(state)
         .layer(DefaultBodyLimit::max(options.body_limit))

@@ -359,6 +359,19 @@ pub struct Health {
     /// The search indexes: `indexedLsn` behind `lastLsn` is the indexing lag.
     #[schema(value_type = Object)]
     pub index: memlog_engine::index::IndexStats,
+    /// The strategy worker: `lag` is how far extraction is behind the log.
+    pub extraction: ExtractionHealth,
+}
+
+/// How strategies run (`rules`: the deterministic rule-based strategies, no LLM) and
+/// how far they are behind the log.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtractionHealth {
+    pub mode: &'static str,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub status: memlog_engine::extraction::Status,
 }
 
 /// Which embedder the server runs with. `semantic: false` means the hashing fallback:

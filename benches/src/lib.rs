@@ -6,6 +6,8 @@
 //!
 //! - [`ann`]: `memlog bench ann`: the HNSW index alone, recall@10 vs QPS at several ef,
 //!   side by side with hnswlib (Python peer in `peers/`).
+//! - [`extract`]: `memlog bench extract`: CreateEvent → retrievable record latency and
+//!   extraction throughput of the rule-based strategies, over HTTP.
 //! - [`ingest`]: the HTTP load generator behind `memlog bench ingest`: concurrent
 //!   CreateEvent, then ListEvents, then a check that no acknowledged event was lost.
 //! - [`locomo`]: `memlog bench locomo`: retrieval quality (hit@k, recall@k) on LoCoMo,
@@ -16,6 +18,7 @@
 //! - [`machine`]: what a run ran on (cores, CPU, memory, git commit), for reports.
 
 pub mod ann;
+pub mod extract;
 pub mod ingest;
 pub mod locomo;
 pub mod machine;

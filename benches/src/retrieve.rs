@@ -133,7 +133,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>, secs: f64) -> Percentiles {
+    pub(crate) fn of(h: &Histogram<u64>, secs: f64) -> Percentiles {
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         Percentiles {
             n: h.len(),

@@ -372,9 +372,9 @@ def test_memory_records(data, memory):
     assert rec["metadata"]["topic"] == {"stringValue": "health"}
     assert abs(rec["createdAt"].timestamp() - now()) < 600
 
-    listed = data.list_memory_records(memoryId=mid, namespace="/strategy/facts", maxResults=2)
+    listed = data.list_memory_records(memoryId=mid, namespace="/strategy/facts/", maxResults=2)
     assert len(listed["memoryRecordSummaries"]) == 2 and "nextToken" in listed
-    rest = data.list_memory_records(memoryId=mid, namespace="/strategy/facts",
+    rest = data.list_memory_records(memoryId=mid, namespace="/strategy/facts/",
                                     nextToken=listed["nextToken"])
     seen = {r["memoryRecordId"] for r in listed["memoryRecordSummaries"] + rest["memoryRecordSummaries"]}
     assert seen == set(ok.values())
@@ -446,3 +446,35 @@ def test_sdk_retrieve_memories(data, memory, monkeypatch):
     hits = mc.retrieve_memories(memory_id=memory["id"], namespace=ns,
                                 query="what colour does the user like? teal", top_k=3)
     assert [h["content"]["text"] for h in hits] == ["The user's favourite colour is teal"]
+
+
+def test_extraction_from_events(control, data, memory):
+    """The rule-based strategies turn events into records; the status endpoint's wait
+    replaces sleeping; extraction jobs list (none failed) and refuse unknown ids."""
+    import json
+    import urllib.request
+
+    mid = memory["id"]
+    sid = memory["strategies"][0]["strategyId"]
+    data.create_event(memoryId=mid, actorId="ext-user", sessionId="ext-s1", eventTimestamp=now(),
+                      payload=[conv("I live in Lisbon and I love grilled sardines."),
+                               conv("Noted!", "ASSISTANT")])
+    with urllib.request.urlopen(f"{URL}/memories/{mid}/extraction?waitSeconds=20") as resp:
+        status = json.load(resp)
+    assert status["lag"] == 0 and status["pendingSessions"] == 0, status
+    ns = f"/strategy/{sid}/actors/ext-user"
+    recs = data.list_memory_records(memoryId=mid, namespace=ns)["memoryRecordSummaries"]
+    assert [r["content"]["text"] for r in recs] == ["The user lives in Lisbon."]
+    assert recs[0]["memoryStrategyId"] == sid  # (sourceEventIds is an extension boto3 drops)
+    hits = data.retrieve_memory_records(memoryId=mid, namespace=ns,
+                                        searchCriteria={"searchQuery": "where does the user live", "topK": 3})
+    assert hits["memoryRecordSummaries"][0]["content"]["text"] == "The user lives in Lisbon."
+
+    jobs = data.list_memory_extraction_jobs(memoryId=mid)
+    assert jobs["jobs"] == []
+    with pytest.raises(ClientError) as e:
+        data.start_memory_extraction_job(memoryId=mid, extractionJob={"jobId": "nope"})
+    assert code(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        data.start_memory_extraction_job(memoryId=mid, extractionJob={"jobId": "extraction-00000000000000ff"})
+    assert code(e) == "ResourceNotFoundException"

@@ -91,6 +91,14 @@ struct ServeArgs {
     /// Without a model the server falls back to a hashing embedder and says so.
     #[arg(long)]
     embed_model: Option<PathBuf>,
+    /// An OpenAI-compatible endpoint for the extraction strategies (OpenAI, vLLM, Ollama,
+    /// llama-server), e.g. http://127.0.0.1:8081/v1. Without it the strategies are
+    /// rule-based. The key comes from MEMLOG_LLM_API_KEY or OPENAI_API_KEY.
+    #[arg(long, env = "MEMLOG_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    /// The model name to ask the endpoint for.
+    #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
+    llm_model: String,
 }
 
 #[derive(Subcommand)]
@@ -297,7 +305,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         expiry_interval: Duration::from_secs(args.expiry_interval_secs.max(1)),
         request_timeout: Duration::from_secs_f64(args.request_timeout_ms / 1000.0),
         embed_model: args.embed_model.clone(),
+        llm: args.llm_base_url.as_ref().map(|url| {
+            let mut c = memlog_strategies::llm::LlmConfig::from_env().unwrap_or_else(|| {
+                memlog_strategies::llm::LlmConfig::new(url.clone(), args.llm_model.clone())
+            });
+            c.base_url = url.clone();
+            c.model = args.llm_model.clone();
+            c
+        }),
         ..Default::default()
+    };
+    let llm_note = match &options.llm {
+        Some(c) => format!("LLM {} at {}", c.model, c.base_url),
+        None => "no LLM configured (rule-based extraction)".to_owned(),
     };
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -309,7 +329,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(
             data_dir = %args.store.data_dir.display(),
             backend = engine.backend_name(),
-            "memlog serving; embedded storage, no LLM configured"
+            "memlog serving; embedded storage, {llm_note}"
         );
         memlog_api::server::serve(
             engine,

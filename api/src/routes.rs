@@ -484,7 +484,7 @@ async fn health(State(state): State<AppState>) -> Json<wire::Health> {
         },
         index: state.engine.index().stats(),
         extraction: wire::ExtractionHealth {
-            mode: "rules",
+            mode: state.worker.mode(),
             status: state.worker.status(None).unwrap_or_default(),
         },
     })

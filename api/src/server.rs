@@ -33,6 +33,8 @@ pub struct Options {
     /// Use the hashing embedder even when a model is present: for benchmarks that load
     /// records at a scale the CPU model cannot embed quickly. Never a default.
     pub hashing_embedder: bool,
+    /// The LLM the extraction strategies ask; `None`: rule-based strategies.
+    pub llm: Option<memlog_strategies::llm::LlmConfig>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             },
             embed_model: None,
             hashing_embedder: false,
+            llm: None,
         }
     }
 }
@@ -83,10 +86,26 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
     } else {
         load_embedder(options.embed_model.as_deref())
     };
-    let worker = memlog_strategies::Worker::new(
+    let llm: Option<Arc<dyn memlog_engine::llm::Llm>> = match &options.llm {
+        None => None,
+        Some(c) => match memlog_strategies::llm::OpenAiCompatible::new(c.clone()) {
+            Ok(client) => {
+                tracing::info!(model = %c.model, url = %c.base_url, "extraction strategies ask this LLM");
+                Some(Arc::new(client))
+            }
+            Err(e) => {
+                tracing::error!(
+                    "THE LLM CONFIGURATION IS INVALID ({e}); extraction falls back to the rule-based strategies"
+                );
+                None
+            }
+        },
+    };
+    let worker = memlog_strategies::Worker::with_llm(
         engine.clone(),
         embedder.clone(),
         Arc::new(memlog_engine::clock::SystemClock),
+        llm,
     );
     // The thread ends when the router (and with it the last handle) is dropped.
     if let Err(e) = worker.start() {

@@ -363,7 +363,7 @@ pub struct Health {
     pub extraction: ExtractionHealth,
 }
 
-/// How strategies run (`rules`: the deterministic rule-based strategies, no LLM) and
+/// How strategies run (`rules`: deterministic rule-based strategies; `llm`: an LLM) and
 /// how far they are behind the log.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

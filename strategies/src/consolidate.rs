@@ -80,6 +80,11 @@ fn same_subject(a: &str, b: &str) -> bool {
     starts(a, b) || starts(b, a)
 }
 
+/// Whether two record texts say the same thing word for word (case and punctuation aside).
+pub fn same_text(a: &str, b: &str) -> bool {
+    normalised_text(a) == normalised_text(b)
+}
+
 fn normalised_text(s: &str) -> String {
     crate::rules::normalise(s)
 }

@@ -4,6 +4,8 @@
 
 pub mod consolidate;
 pub mod llm;
+pub mod prompted;
+pub mod recorded;
 pub mod rules;
 pub mod spec;
 pub mod worker;

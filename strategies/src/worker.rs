@@ -28,6 +28,7 @@ use memlog_engine::extraction::{
     Extraction, OpKind, Operation, SessionKey, Status, TokenUsage, approx_tokens,
 };
 use memlog_engine::index::{Mode, Query};
+use memlog_engine::llm::Llm;
 use memlog_engine::query::Page;
 use memlog_engine::record::{
     MetaValue, NamespaceFilter, Record, RecordFilter, RecordId, RecordMetadata, Vector,
@@ -37,7 +38,8 @@ use memlog_engine::types::{
 };
 use memlog_engine::{Engine, Error, Result};
 
-use crate::consolidate::{self, CATEGORY_KEY, Existing, SLOT_KEY, VALUE_KEY};
+use crate::consolidate::{self, CATEGORY_KEY, Decision, Existing, SLOT_KEY, VALUE_KEY};
+use crate::prompted::{self, Transcript};
 use crate::rules::{self, Candidate};
 use crate::spec::{Kind, Spec};
 
@@ -61,6 +63,7 @@ pub struct Stats {
 
 /// The worker. Start it with [`Worker::start`]; it stops when [`Worker::stop`] is called.
 pub struct Worker {
+    llm: Option<Arc<dyn Llm>>,
     engine: Engine,
     embedder: Arc<dyn Embedder>,
     clock: Arc<dyn Clock>,
@@ -83,8 +86,20 @@ const SENTENCE_CACHE: usize = 20_000;
 const MAX_SLEEP: Duration = Duration::from_millis(100);
 
 impl Worker {
+    /// A worker running the rule-based strategies (no LLM).
     pub fn new(engine: Engine, embedder: Arc<dyn Embedder>, clock: Arc<dyn Clock>) -> Arc<Worker> {
+        Worker::with_llm(engine, embedder, clock, None)
+    }
+
+    /// A worker whose strategies ask `llm` (rule-based when `None`).
+    pub fn with_llm(
+        engine: Engine,
+        embedder: Arc<dyn Embedder>,
+        clock: Arc<dyn Clock>,
+        llm: Option<Arc<dyn Llm>>,
+    ) -> Arc<Worker> {
         Arc::new(Worker {
+            llm,
             engine,
             embedder,
             clock,
@@ -123,6 +138,11 @@ impl Worker {
                     seen = engine.wait_for_commit(seen, sleep.min(MAX_SLEEP));
                 }
             })
+    }
+
+    /// `llm` when strategies ask an LLM, `rules` otherwise.
+    pub fn mode(&self) -> &'static str {
+        if self.llm.is_some() { "llm" } else { "rules" }
     }
 
     pub fn stop(&self) {
@@ -332,12 +352,44 @@ impl Worker {
         let new_messages = to_messages(covered.iter().map(|(_, e)| e), spec.include_tool_calls);
         let namespace = spec.namespace(&key.actor_id, &key.session_id);
         memlog_engine::record::validate_namespace("namespace", &namespace)?;
-        let planned = match spec.kind {
-            Kind::Semantic | Kind::UserPreference => {
+        let mut transcript = Transcript::default();
+        let planned = match (&self.llm, spec.kind) {
+            (None, Kind::Semantic | Kind::UserPreference) => {
                 self.plan_candidates(key, spec, &namespace, &new_messages, &existing)?
             }
-            Kind::Summary => self.plan_summary(&messages, &existing)?,
-            Kind::Episodic => plan_episode(key, &new_messages),
+            (None, Kind::Summary) => self.plan_summary(&messages, &existing)?,
+            (None, Kind::Episodic) => plan_episode(key, &new_messages),
+            (Some(llm), kind) => self
+                .plan_llm(
+                    llm.as_ref(),
+                    kind,
+                    key,
+                    spec,
+                    &namespace,
+                    &new_messages,
+                    &existing,
+                    &mut transcript,
+                )
+                .map_err(Error::invalid)?,
+        };
+        let (version, prompt_hash) = match &self.llm {
+            Some(_) => {
+                let names: &[&str] = match spec.kind {
+                    Kind::Semantic => &["semantic", "consolidate"],
+                    Kind::UserPreference => &["preference", "consolidate"],
+                    Kind::Summary => &["summary"],
+                    Kind::Episodic => &["episodic"],
+                };
+                let append = [
+                    spec.append_extraction.as_deref(),
+                    spec.append_consolidation.as_deref(),
+                ];
+                (
+                    prompted::VERSION,
+                    Some(prompted::prompt_hash(names, &append)),
+                )
+            }
+            None => (rules::VERSION, None),
         };
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner()).fork();
         let texts: Vec<&str> = planned
@@ -400,17 +452,17 @@ impl Worker {
         let x = Extraction {
             strategy_id: spec.id.clone(),
             strategy_type: spec.kind.as_str().into(),
-            strategy_version: rules::VERSION.into(),
+            strategy_version: version.into(),
             actor_id: key.actor_id.clone(),
             session_id: key.session_id.clone(),
             through,
             events,
             tokens,
             source_event_ids,
-            model: None,
-            prompt_hash: None,
-            exchanges: vec![],
-            usage: TokenUsage::default(),
+            model: transcript.model,
+            prompt_hash,
+            exchanges: transcript.exchanges,
+            usage: transcript.usage,
             records,
             operations,
             error: None,
@@ -558,63 +610,195 @@ impl Worker {
             };
             let decisions =
                 consolidate::decide(&c, &known, nearest.as_ref().map(|(id, cos)| (id, *cos)));
+            let mut metadata = vec![
+                (SLOT_KEY.to_owned(), c.slot.clone()),
+                (VALUE_KEY.to_owned(), c.value.clone()),
+            ];
+            if let Some(cat) = &c.category {
+                metadata.push((CATEGORY_KEY.to_owned(), cat.clone()));
+            }
+            let text = if c.retract {
+                format!("(retraction of {})", c.slot)
+            } else {
+                c.text.clone()
+            };
             for d in decisions {
-                let mut op = d.op;
-                let mut target = d.target.clone();
-                // A target written earlier in this run is not live yet: drop that write
-                // instead, and write this one as new.
-                if let Some(t) = &d.target
-                    && matches!(op, OpKind::Update | OpKind::Invalidate)
-                    && let Some(earlier) = planned
-                        .iter_mut()
-                        .find(|p| p.placeholder.as_ref() == Some(t))
-                {
-                    earlier.write = false;
-                    earlier.op = OpKind::Noop;
-                    earlier.reason = "superseded in the same run".into();
-                    op = OpKind::Add;
-                    target = None;
-                }
-                let placeholder = d
-                    .write
-                    .then(|| RecordId::generate(&mut fastrand::Rng::new()));
-                if let Some(t) = &d.target
-                    && matches!(d.op, OpKind::Update | OpKind::Invalidate)
-                {
-                    known.retain(|e| &e.id != t);
-                }
-                if let Some(p) = &placeholder {
-                    known.push(Existing {
-                        id: p.clone(),
-                        content: c.text.clone(),
-                        slot: Some(consolidate::meta_string(&c.slot)),
-                        value: Some(consolidate::meta_string(&c.value)),
-                    });
-                }
-                let mut metadata = vec![
-                    (SLOT_KEY.to_owned(), c.slot.clone()),
-                    (VALUE_KEY.to_owned(), c.value.clone()),
-                ];
-                if let Some(cat) = &c.category {
-                    metadata.push((CATEGORY_KEY.to_owned(), cat.clone()));
-                }
-                planned.push(Planned {
-                    op,
-                    text: if c.retract {
-                        format!("(retraction of {})", c.slot)
-                    } else {
-                        c.text.clone()
+                push_decision(
+                    &mut planned,
+                    &mut known,
+                    d,
+                    Draft {
+                        text: text.clone(),
+                        slot: Some((c.slot.clone(), c.value.clone())),
+                        metadata: metadata.clone(),
+                        source: m,
+                        vector: vector.clone(),
                     },
-                    write: d.write,
-                    target,
-                    reason: d.reason,
-                    sources: vec![m.event_id.clone()],
-                    timestamp: m.timestamp,
-                    metadata,
-                    placeholder,
-                    vector: if d.write { vector.clone() } else { None },
+                );
+            }
+        }
+        Ok(planned)
+    }
+
+    /// The LLM path: extraction by prompt, then consolidation of each statement against
+    /// its nearest records (by embedding) by prompt. A statement with no neighbour is
+    /// added without asking; one whose text a record already has is a NOOP.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_llm(
+        &self,
+        llm: &dyn Llm,
+        kind: Kind,
+        key: &SessionKey,
+        spec: &Spec,
+        namespace: &str,
+        messages: &[Message],
+        existing: &[Existing],
+        t: &mut Transcript,
+    ) -> std::result::Result<Vec<Planned>, String> {
+        let Some(last) = messages.last() else {
+            return Ok(vec![]);
+        };
+        let sources: Vec<EventId> = messages.iter().fold(Vec::new(), |mut v, m| {
+            if !v.contains(&m.event_id) {
+                v.push(m.event_id.clone());
+            }
+            v
+        });
+        let sources = sources[sources
+            .len()
+            .saturating_sub(memlog_engine::record::limits::MAX_SOURCE_EVENTS)..]
+            .to_vec();
+        let single = |op: OpKind, text: String, target: Option<RecordId>| Planned {
+            op,
+            text,
+            write: op != OpKind::Noop,
+            target,
+            reason: "llm".into(),
+            sources: sources.clone(),
+            timestamp: last.timestamp,
+            metadata: vec![],
+            placeholder: None,
+            vector: None,
+        };
+        match kind {
+            Kind::Summary => {
+                let previous = existing.first();
+                let text = prompted::summarise(
+                    llm,
+                    previous.map(|e| e.content.as_str()),
+                    messages,
+                    spec.append_extraction.as_deref(),
+                    t,
+                )?;
+                return Ok(match (text, previous) {
+                    (None, _) => vec![],
+                    (Some(text), Some(p)) if p.content == text => {
+                        vec![single(OpKind::Noop, text, Some(p.id.clone()))]
+                    }
+                    (Some(text), Some(p)) => vec![single(OpKind::Update, text, Some(p.id.clone()))],
+                    (Some(text), None) => vec![single(OpKind::Add, text, None)],
                 });
             }
+            Kind::Episodic => {
+                return Ok(
+                    prompted::episode(llm, messages, spec.append_extraction.as_deref(), t)?
+                        .map(|text| vec![single(OpKind::Add, text, None)])
+                        .unwrap_or_default(),
+                );
+            }
+            Kind::Semantic | Kind::UserPreference => {}
+        }
+        let extracted =
+            prompted::extract(llm, kind, messages, spec.append_extraction.as_deref(), t)?;
+        if extracted.is_empty() {
+            return Ok(vec![]);
+        }
+        let texts: Vec<&str> = extracted.iter().map(|e| e.text.as_str()).collect();
+        let vectors = self.embedder.embed(&texts).map_err(|e| e.to_string())?;
+        let filter = RecordFilter {
+            namespace: Some(NamespaceFilter::Path(namespace.to_owned())),
+            strategy_id: Some(spec.id.clone()),
+            metadata: vec![],
+        };
+        let stored: std::collections::HashSet<RecordId> =
+            existing.iter().map(|e| e.id.clone()).collect();
+        let mut known: Vec<Existing> = existing.to_vec();
+        let mut planned = Vec::new();
+        for (e, v) in extracted.into_iter().zip(vectors) {
+            let hits = self
+                .engine
+                .retrieve(&Query {
+                    memory_id: &key.memory_id,
+                    text: &e.text,
+                    vector: Some(&v),
+                    top_k: 5,
+                    filter: &filter,
+                    mode: Mode::Vector,
+                    as_of: None,
+                    weights: None,
+                    neighbor_weight: Some(0.0),
+                })
+                .map_err(|e| e.to_string())?;
+            // Neighbours: the nearest live records, then what this run wrote so far.
+            let mut neighbours: Vec<Existing> = hits
+                .iter()
+                .filter_map(|h| known.iter().find(|k| k.id == h.record.id).cloned())
+                .collect();
+            neighbours.extend(known.iter().filter(|k| !stored.contains(&k.id)).cloned());
+            let same = known
+                .iter()
+                .find(|k| consolidate::same_text(&k.content, &e.text))
+                .map(|k| k.id.clone());
+            let decision = if let Some(id) = same {
+                Decision {
+                    op: OpKind::Noop,
+                    target: Some(id),
+                    write: false,
+                    reason: "same text".into(),
+                }
+            } else if neighbours.is_empty() {
+                Decision {
+                    op: OpKind::Add,
+                    target: None,
+                    write: true,
+                    reason: "no similar record".into(),
+                }
+            } else {
+                let shown: Vec<&str> = neighbours.iter().map(|n| n.content.as_str()).collect();
+                let (op, idx) = prompted::consolidate(
+                    llm,
+                    &e.text,
+                    &shown,
+                    spec.append_consolidation.as_deref(),
+                    t,
+                )?;
+                Decision {
+                    op,
+                    target: idx.map(|i| neighbours[i].id.clone()),
+                    write: op != OpKind::Noop,
+                    reason: "llm".into(),
+                }
+            };
+            let metadata = e
+                .category
+                .iter()
+                .map(|c| (CATEGORY_KEY.to_owned(), c.clone()))
+                .collect();
+            push_decision(
+                &mut planned,
+                &mut known,
+                decision,
+                Draft {
+                    text: e.text,
+                    slot: None,
+                    metadata,
+                    source: last,
+                    vector: Some(v),
+                },
+            );
+        }
+        for p in &mut planned {
+            p.sources = sources.clone();
         }
         Ok(planned)
     }
@@ -765,6 +949,76 @@ struct Planned {
     placeholder: Option<RecordId>,
     /// The embedding, when planning already computed it.
     vector: Option<Vec<f32>>,
+}
+
+/// What a decision writes, before consolidation's bookkeeping.
+struct Draft<'m> {
+    text: String,
+    slot: Option<(String, String)>,
+    metadata: Vec<(String, String)>,
+    source: &'m Message,
+    vector: Option<Vec<f32>>,
+}
+
+/// Adds a consolidation decision to the run's plan. `known` is what later candidates of
+/// the same run consolidate against: records it ends leave it, records it writes join it
+/// under a placeholder id (which becomes the record's id). A target written earlier in
+/// the same run is not live yet, so that earlier write is dropped instead and this one is
+/// written as new.
+fn push_decision(
+    planned: &mut Vec<Planned>,
+    known: &mut Vec<Existing>,
+    d: Decision,
+    draft: Draft<'_>,
+) {
+    let mut op = d.op;
+    let mut target = d.target.clone();
+    if let Some(t) = &d.target
+        && matches!(op, OpKind::Update | OpKind::Invalidate)
+        && let Some(earlier) = planned
+            .iter_mut()
+            .find(|p| p.placeholder.as_ref() == Some(t))
+    {
+        earlier.write = false;
+        earlier.op = OpKind::Noop;
+        earlier.reason = "superseded in the same run".into();
+        op = OpKind::Add;
+        target = None;
+    }
+    if let Some(t) = &d.target
+        && matches!(d.op, OpKind::Update | OpKind::Invalidate)
+    {
+        known.retain(|e| &e.id != t);
+    }
+    let placeholder = d
+        .write
+        .then(|| RecordId::generate(&mut fastrand::Rng::new()));
+    if let Some(p) = &placeholder {
+        known.push(Existing {
+            id: p.clone(),
+            content: draft.text.clone(),
+            slot: draft
+                .slot
+                .as_ref()
+                .map(|(s, _)| consolidate::meta_string(s)),
+            value: draft
+                .slot
+                .as_ref()
+                .map(|(_, v)| consolidate::meta_string(v)),
+        });
+    }
+    planned.push(Planned {
+        op,
+        text: draft.text,
+        write: d.write,
+        target,
+        reason: d.reason,
+        sources: vec![draft.source.event_id.clone()],
+        timestamp: draft.source.timestamp,
+        metadata: draft.metadata,
+        placeholder,
+        vector: if d.write { draft.vector } else { None },
+    });
 }
 
 fn is_preference(c: &Candidate) -> bool {

@@ -149,7 +149,7 @@ fn health(port: u16) -> Option<u16> {
         .ok()
 }
 
-fn config(base_url: String) -> LlmConfig {
+pub(crate) fn config(base_url: String) -> LlmConfig {
     LlmConfig {
         timeout_ms: 60_000,
         ..LlmConfig::new(base_url, "smollm2")
@@ -439,4 +439,366 @@ fn a_schema_the_server_rejects_falls_back_to_the_prompt() {
         );
     }
     assert_eq!(client.stats().requests, 2);
+}
+
+// ---- strategies over the LLM ------------------------------------------------------------
+
+mod strategies {
+    //! The LLM-backed strategies through the worker, on a real store.
+    //!
+    //! `recorded_exchanges_*` replays exchanges recorded from the real llama-server +
+    //! SmolLM2 (`tests/data/llm-exchanges.jsonl`) and checks the records they lead to
+    //! against the table in `tests/data/llm-cases.json`: parsing, consolidation and record
+    //! writing, exactly, without a server. `MEMLOG_RECORD_LLM=1` (with the server
+    //! variables) re-records both from the real model; review the table's diff.
+    //! `real_server_*` runs the same pipeline against the live server.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use memlog_engine::clock::SystemClock;
+    use memlog_engine::command::{Command, NewEvent, NewMemory, Outcome};
+    use memlog_engine::embed::Hashing;
+    use memlog_engine::llm::Llm;
+    use memlog_engine::log::Body;
+    use memlog_engine::query::Page;
+    use memlog_engine::record::RecordFilter;
+    use memlog_engine::types::{
+        ActorId, Content, Conversational, Lsn, MemoryName, PayloadItem, Role, SessionId, Timestamp,
+    };
+    use memlog_engine::{Engine, Options};
+    use memlog_strategies::Worker;
+    use memlog_strategies::llm::OpenAiCompatible;
+    use memlog_strategies::recorded::Recorded;
+    use serde_json::{Value, json};
+
+    use super::{LlamaServer, config, free_port, llama_env};
+
+    fn data(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name)
+    }
+
+    /// What a case produced: the live records, and the operations and exchanges logged.
+    struct Outcome_ {
+        records: Vec<String>,
+        operations: Vec<String>,
+        exchanges: usize,
+        prompt_tokens: u64,
+        errors: Vec<String>,
+    }
+
+    fn run_case(llm: Arc<dyn Llm>, strategy: &str, turns: &[(String, String)]) -> Outcome_ {
+        let dir = tempfile::TempDir::new().unwrap();
+        let engine = Engine::open(
+            &Options {
+                data_dir: dir.path().to_path_buf(),
+                ..Options::default()
+            },
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let worker = Worker::with_llm(
+            engine.clone(),
+            Arc::new(Hashing::default()),
+            Arc::new(SystemClock),
+            Some(llm),
+        );
+        let thread = worker.start().unwrap();
+        let memory = match engine
+            .execute(Command::CreateMemory(NewMemory {
+                name: MemoryName::parse("llm_case").unwrap(),
+                description: None,
+                event_expiry_days: 30,
+                strategies: vec![json!({ strategy: {"name": "s"} })],
+                extra: Default::default(),
+                client_token: None,
+            }))
+            .unwrap()
+        {
+            Outcome::Memory(m) => m.id,
+            other => panic!("{other:?}"),
+        };
+        for (role, text) in turns {
+            let role = match role.as_str() {
+                "USER" => Role::User,
+                "ASSISTANT" => Role::Assistant,
+                other => panic!("role {other}"),
+            };
+            engine
+                .execute(Command::CreateEvent(NewEvent {
+                    memory_id: memory.clone(),
+                    actor_id: ActorId::parse("ana").unwrap(),
+                    session_id: SessionId::parse("s1").unwrap(),
+                    event_timestamp: Timestamp::now(),
+                    payload: vec![PayloadItem::Conversational(Conversational {
+                        content: Content { text: text.clone() },
+                        role,
+                    })],
+                    branch: None,
+                    metadata: Default::default(),
+                    client_token: None,
+                    extraction_mode: None,
+                }))
+                .unwrap();
+            // One run per turn, so that later turns consolidate against earlier records.
+            wait_caught_up(&worker, &memory);
+        }
+        let status = wait_caught_up(&worker, &memory);
+        let reader = engine.reader().unwrap();
+        let mut records: Vec<String> = reader
+            .list_records(
+                &memory,
+                &RecordFilter::default(),
+                &Page::new(Some(100), None).unwrap(),
+            )
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| r.record.content)
+            .collect();
+        records.sort();
+        let (mut operations, mut exchanges, mut prompt_tokens, mut errors) = (vec![], 0, 0, vec![]);
+        for e in reader.entries_from(Lsn(1)).unwrap() {
+            if let Body::Extracted { extraction: x, .. } = e.unwrap().body {
+                assert!(x.prompt_hash.is_some() && x.model.is_some(), "{x:?}");
+                assert_eq!(x.strategy_version, "llm-1");
+                exchanges += x.exchanges.len();
+                prompt_tokens += x.usage.prompt_tokens;
+                errors.extend(x.error.clone());
+                operations.extend(x.operations.iter().map(|o| o.op.as_str().to_owned()));
+            }
+        }
+        drop(reader);
+        assert_eq!(
+            status.pending_sessions, status.failed_sessions,
+            "{status:?}"
+        );
+        worker.stop();
+        thread.join().unwrap();
+        Outcome_ {
+            records,
+            operations,
+            exchanges,
+            prompt_tokens,
+            errors,
+        }
+    }
+
+    /// Waits (in the 20-s steps `wait` allows) until no session of `memory` is pending.
+    fn wait_caught_up(
+        worker: &Worker,
+        memory: &memlog_engine::types::MemoryId,
+    ) -> memlog_engine::extraction::Status {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let s = worker.wait(memory, Duration::from_secs(20)).unwrap();
+            if s.pending_sessions == s.failed_sessions || std::time::Instant::now() > deadline {
+                return s;
+            }
+        }
+    }
+
+    fn cases() -> Vec<Value> {
+        serde_json::from_str(&std::fs::read_to_string(data("llm-cases.json")).unwrap()).unwrap()
+    }
+
+    fn turns(case: &Value) -> Vec<(String, String)> {
+        case["turns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t[0].as_str().unwrap().to_owned(),
+                    t[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// Re-records the exchanges and the expected table from the real server, when asked.
+    #[test]
+    fn recorded_exchanges_give_the_recorded_records() {
+        let record = std::env::var_os("MEMLOG_RECORD_LLM").is_some();
+        let mut cases = cases();
+        let (llm, _server): (Arc<dyn Llm>, Option<LlamaServer>) = if record {
+            let Some((server, gguf)) = llama_env("recorded_exchanges (recording)") else {
+                panic!("MEMLOG_RECORD_LLM is set but the server variables are not");
+            };
+            let llama = LlamaServer::start(&server, &gguf, free_port());
+            let client = Arc::new(OpenAiCompatible::new(config(llama.base_url())).unwrap());
+            let rec = Recorded::record(client, &data("llm-exchanges.jsonl")).unwrap();
+            (Arc::new(rec), Some(llama))
+        } else {
+            (
+                Arc::new(Recorded::replay(&data("llm-exchanges.jsonl")).unwrap()),
+                None,
+            )
+        };
+        for case in &mut cases {
+            let name = case["name"].as_str().unwrap().to_owned();
+            let out = run_case(
+                llm.clone(),
+                case["strategy"].as_str().unwrap(),
+                &turns(case),
+            );
+            assert!(
+                out.errors.is_empty(),
+                "{name}: failed runs {:?}",
+                out.errors
+            );
+            assert!(
+                out.exchanges > 0 && out.prompt_tokens > 0,
+                "{name}: nothing asked"
+            );
+            let got = json!({"records": out.records, "operations": out.operations});
+            println!("{name}: {got}");
+            if record {
+                case["expected"] = got;
+            } else {
+                assert_eq!(
+                    got, case["expected"],
+                    "{name}: the records differ from the table"
+                );
+            }
+        }
+        if record {
+            let text = serde_json::to_string_pretty(&cases).unwrap();
+            std::fs::write(data("llm-cases.json"), text + "\n").unwrap();
+        }
+    }
+
+    /// One semantic and one preference extraction through the live server: structured
+    /// output parses into records, tokens are counted, every exchange is logged.
+    #[test]
+    fn real_server_semantic_and_preference_extraction() {
+        let Some((server, gguf)) = llama_env("real_server_semantic_and_preference_extraction")
+        else {
+            return;
+        };
+        let llama = LlamaServer::start(&server, &gguf, free_port());
+        let client: Arc<dyn Llm> =
+            Arc::new(OpenAiCompatible::new(config(llama.base_url())).unwrap());
+        for (strategy, text) in [
+            (
+                "semanticMemoryStrategy",
+                "Hi, I'm Ana. I live in Lisbon and I work as a nurse.",
+            ),
+            (
+                "userPreferenceMemoryStrategy",
+                "I love jazz and I can't stand cilantro.",
+            ),
+        ] {
+            let out = run_case(client.clone(), strategy, &[("USER".into(), text.into())]);
+            println!("{strategy}: {:?} {:?}", out.records, out.operations);
+            assert!(
+                out.errors.is_empty(),
+                "{strategy}: {:?}\n{}",
+                out.errors,
+                llama.log_tail()
+            );
+            assert!(out.exchanges >= 1 && out.prompt_tokens > 0);
+            assert!(
+                !out.records.is_empty(),
+                "{strategy}: the model extracted nothing"
+            );
+            assert!(
+                out.records
+                    .iter()
+                    .all(|r| !r.trim().is_empty() && r.chars().count() <= 300)
+            );
+        }
+    }
+}
+
+/// The LLM path on the 63 labelled consolidation pairs (the rule path's numbers are in
+/// `tests/consolidation.rs`): extract from the earlier message with both prompts, then
+/// from the later one, and consolidate each new statement by prompt. Slow (hundreds of
+/// calls on one core), so run on demand:
+/// `cargo test -p memlog-strategies --test llm llm_consolidation_accuracy -- --ignored --nocapture`.
+#[test]
+#[ignore = "slow: hundreds of LLM calls; run on demand to measure the LLM path"]
+fn llm_consolidation_accuracy() {
+    use memlog_datasets::consolidation::{self, Op};
+    use memlog_engine::extraction::OpKind;
+    use memlog_strategies::prompted::{self, Transcript};
+    use memlog_strategies::spec::Kind;
+    use memlog_strategies::worker::Message as Turn;
+
+    let Some((server, gguf)) = llama_env("llm_consolidation_accuracy") else {
+        return;
+    };
+    let llama = LlamaServer::start(&server, &gguf, free_port());
+    let llm = OpenAiCompatible::new(config(llama.base_url())).unwrap();
+    let turn = |text: &str| Turn {
+        event_id: memlog_engine::types::EventId::new(
+            memlog_engine::types::Timestamp(1),
+            memlog_engine::types::Lsn(1),
+        ),
+        timestamp: memlog_engine::types::Timestamp(1),
+        role: memlog_engine::types::Role::User,
+        text: text.to_owned(),
+    };
+    let statements = |text: &str, t: &mut Transcript| -> Vec<String> {
+        let mut out = Vec::new();
+        for kind in [Kind::Semantic, Kind::UserPreference] {
+            if let Ok(list) = prompted::extract(&llm, kind, &[turn(text)], None, t) {
+                out.extend(list.into_iter().map(|e| e.text));
+            }
+        }
+        out
+    };
+    let pairs = consolidation::load(&consolidation::fixture_path()).unwrap();
+    let (mut right, mut failed) = (0, 0);
+    for p in &pairs {
+        let mut t = Transcript::default();
+        let known = statements(&p.existing, &mut t);
+        let shown: Vec<&str> = known.iter().map(String::as_str).collect();
+        let mut ops = Vec::new();
+        for s in statements(&p.new, &mut t) {
+            if known
+                .iter()
+                .any(|k| memlog_strategies::consolidate::same_text(k, &s))
+            {
+                ops.push((OpKind::Noop, true));
+            } else if shown.is_empty() {
+                ops.push((OpKind::Add, false));
+            } else {
+                match prompted::consolidate(&llm, &s, &shown, None, &mut t) {
+                    Ok((op, target)) => ops.push((op, target.is_some())),
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        let touches = |k: OpKind| ops.iter().any(|(op, t)| *op == k && *t);
+        let got = if touches(OpKind::Update) {
+            Op::Update
+        } else if touches(OpKind::Invalidate) {
+            Op::Invalidate
+        } else if touches(OpKind::Noop) {
+            Op::Noop
+        } else if ops.iter().any(|(op, _)| *op == OpKind::Add) {
+            Op::Add
+        } else {
+            Op::Noop
+        };
+        if got == p.expected {
+            right += 1;
+        }
+        println!(
+            "{} expected {} got {}",
+            p.id,
+            p.expected.as_str(),
+            got.as_str()
+        );
+    }
+    println!(
+        "LLM ({}) consolidation accuracy: {right}/{} = {:.3} ({failed} unreadable answers)",
+        llm.model(),
+        pairs.len(),
+        f64::from(right) / pairs.len() as f64
+    );
 }

@@ -478,3 +478,36 @@ def test_extraction_from_events(control, data, memory):
     with pytest.raises(ClientError) as e:
         data.start_memory_extraction_job(memoryId=mid, extractionJob={"jobId": "extraction-00000000000000ff"})
     assert code(e) == "ResourceNotFoundException"
+
+
+def test_failed_extraction_is_a_job_that_can_be_redriven(control, data):
+    """A strategy whose namespace template breaks the namespace pattern fails its runs;
+    the failure is listed as a job, and once the template is fixed the job is redriven."""
+    import json
+    import urllib.request
+
+    m = control.create_memory(name="jobs_" + uuid.uuid4().hex[:6], eventExpiryDuration=30,
+                              memoryStrategies=[{"semanticMemoryStrategy": {
+                                  "name": "facts", "namespaces": ["/bad::ns/{actorId}"]}}])["memory"]
+    mid, sid = m["id"], m["strategies"][0]["strategyId"]
+    data.create_event(memoryId=mid, actorId="job-user", sessionId="js1", eventTimestamp=now(),
+                      payload=[conv("I live in Porto.")])
+    with urllib.request.urlopen(f"{URL}/memories/{mid}/extraction?waitSeconds=20") as resp:
+        status = json.load(resp)
+    assert status["failedSessions"] == 1, status
+    jobs = data.list_memory_extraction_jobs(memoryId=mid)["jobs"]
+    assert len(jobs) == 1, jobs
+    job = jobs[0]
+    assert job["status"] == "FAILED" and "namespace" in job["failureReason"], job
+    assert (job["strategyId"], job["actorId"], job["sessionId"]) == (sid, "job-user", "js1")
+    assert len(job["messages"]["messagesList"]) == 1
+
+    control.update_memory(memoryId=mid, memoryStrategies={"modifyMemoryStrategies": [
+        {"memoryStrategyId": sid, "namespaces": ["/facts/{actorId}"]}]})
+    assert data.start_memory_extraction_job(memoryId=mid, extractionJob={"jobId": job["jobID"]})["jobId"] == job["jobID"]
+    with urllib.request.urlopen(f"{URL}/memories/{mid}/extraction?waitSeconds=20") as resp:
+        status = json.load(resp)
+    assert status["failedSessions"] == 0 and status["lag"] == 0, status
+    assert data.list_memory_extraction_jobs(memoryId=mid)["jobs"] == []
+    recs = data.list_memory_records(memoryId=mid, namespace="/facts/job-user")["memoryRecordSummaries"]
+    assert [r["content"]["text"] for r in recs] == ["The user lives in Porto."]

@@ -29,7 +29,7 @@ enum Cmd {
     /// Rebuild every projection from the log and check the result is byte-identical.
     ///
     /// Stop the server first: the store can be open in one process only.
-    Replay(StoreArgs),
+    Replay(ReplayArgs),
     /// Benchmarks; reports go to --out as report.json and report.md.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -64,6 +64,28 @@ struct StoreArgs {
     /// not power-loss safe).
     #[arg(long, env = "MEMLOG_BACKEND", default_value = "redb")]
     backend: store::Kind,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Instead of rebuilding the projections: run this build's version of `--strategy`
+    /// over the memory's events into a temporary shadow store and print what it would
+    /// add and remove compared with the live records (the live store is only read).
+    #[arg(long, requires = "strategy")]
+    re_extract: bool,
+    /// The strategy id (`memoryStrategyId`) to re-extract.
+    #[arg(long)]
+    strategy: Option<String>,
+    /// Embedding model directory for the shadow run (default: the model cache).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// An OpenAI-compatible endpoint for the shadow run (default: rule-based).
+    #[arg(long, env = "MEMLOG_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
+    llm_model: String,
 }
 
 #[derive(Args)]
@@ -274,7 +296,8 @@ fn main() -> anyhow::Result<()> {
     init_tracing();
     match cli.command {
         Cmd::Serve(args) => serve(args),
-        Cmd::Replay(store) => replay(store),
+        Cmd::Replay(args) if args.re_extract => re_extract(args),
+        Cmd::Replay(args) => replay(args.store),
         Cmd::Bench(BenchCmd::Ingest(args)) => bench_ingest(args),
         Cmd::Bench(BenchCmd::Locomo(args)) => bench_locomo(args),
         Cmd::Bench(BenchCmd::Ann(args)) => bench_ann(args),
@@ -375,6 +398,56 @@ fn replay(store: StoreArgs) -> anyhow::Result<()> {
     );
     if !report.identical() {
         anyhow::bail!("the rebuilt projections differ from the stored ones");
+    }
+    Ok(())
+}
+
+fn re_extract(args: ReplayArgs) -> anyhow::Result<()> {
+    let strategy = args
+        .strategy
+        .clone()
+        .context("--re-extract needs --strategy")?;
+    let live = open_engine(&args.store, None)?;
+    let (embedder, _) = memlog_api::server::load_embedder(args.embed_model.as_deref());
+    let llm: Option<Arc<dyn memlog_engine::llm::Llm>> = match &args.llm_base_url {
+        Some(url) => {
+            let mut c = memlog_strategies::llm::LlmConfig::from_env().unwrap_or_else(|| {
+                memlog_strategies::llm::LlmConfig::new(url.clone(), args.llm_model.clone())
+            });
+            c.base_url = url.clone();
+            c.model = args.llm_model.clone();
+            Some(Arc::new(memlog_strategies::llm::OpenAiCompatible::new(c)?))
+        }
+        None => None,
+    };
+    let shadow = tempfile::tempdir().context("cannot create the shadow store")?;
+    let diff = memlog_strategies::reextract::re_extract(
+        &live,
+        &strategy,
+        shadow.path(),
+        embedder,
+        llm,
+        &mut |m| eprintln!("re-extract: {m}"),
+    )?;
+    println!(
+        "re-extracted {} of memory {} from {} events: {} added, {} removed, {} unchanged{}",
+        diff.strategy_id,
+        diff.memory_id,
+        diff.events,
+        diff.added.len(),
+        diff.removed.len(),
+        diff.unchanged,
+        if diff.failed_sessions > 0 {
+            format!(", {} sessions FAILED", diff.failed_sessions)
+        } else {
+            String::new()
+        }
+    );
+    for (ns, text) in &diff.added {
+        println!("+ {ns}  {text}");
+    }
+    for (ns, text) in &diff.removed {
+        println!("- {ns}  {text}");
     }
     Ok(())
 }

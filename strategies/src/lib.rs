@@ -6,6 +6,7 @@ pub mod consolidate;
 pub mod llm;
 pub mod prompted;
 pub mod recorded;
+pub mod reextract;
 pub mod rules;
 pub mod spec;
 pub mod worker;

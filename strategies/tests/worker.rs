@@ -398,3 +398,76 @@ fn a_worker_killed_mid_extraction_resumes_without_duplicates() {
     worker.stop();
     thread.join().unwrap();
 }
+
+#[test]
+fn re_extraction_diffs_a_strategy_against_the_live_records() {
+    use memlog_engine::command::NewRecord;
+    use memlog_engine::record::Vector;
+    let dir = TempDir::new().unwrap();
+    let engine = open(dir.path());
+    let (memory, ids) = create_memory(&engine);
+    let facts = ids["SEMANTIC"].clone();
+    let worker = Worker::new(engine.clone(), embedder(), Arc::new(SystemClock));
+    let thread = worker.start().unwrap();
+    say(
+        &engine,
+        &memory,
+        "ana",
+        "s1",
+        Role::User,
+        "I live in Paris.",
+    );
+    worker.wait(&memory, Duration::from_secs(20)).unwrap();
+    worker.stop();
+    thread.join().unwrap();
+    // A record of the strategy no event supports, and an event no worker extracted.
+    let ns = format!("/strategy/{facts}/actors/ana");
+    engine
+        .execute(Command::CreateRecords {
+            memory_id: memory.clone(),
+            records: vec![NewRecord {
+                request_identifier: None,
+                content: "The user is a pilot.".into(),
+                namespaces: vec![ns.clone()],
+                strategy_id: Some(facts.clone()),
+                metadata: Default::default(),
+                timestamp: Timestamp::now(),
+                source_event_ids: vec![],
+                embedding: Vector(
+                    embedder()
+                        .embed(&["The user is a pilot."])
+                        .unwrap()
+                        .remove(0),
+                ),
+                embed_model: "hashing".into(),
+            }],
+        })
+        .unwrap();
+    say(&engine, &memory, "ana", "s2", Role::User, "I work at Acme.");
+    let shadow = TempDir::new().unwrap();
+    let diff = memlog_strategies::reextract::re_extract(
+        &engine,
+        &facts,
+        shadow.path(),
+        embedder(),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(diff.events, 2);
+    assert_eq!(
+        diff.added,
+        [(ns.clone(), "The user works at Acme.".to_owned())]
+    );
+    assert_eq!(diff.removed, [(ns, "The user is a pilot.".to_owned())]);
+    assert_eq!(diff.unchanged, 1);
+    // The live store was only read.
+    assert_eq!(
+        contents(&records(
+            &engine,
+            &memory,
+            &format!("/strategy/{facts}/actors/ana")
+        )),
+        ["The user is a pilot.", "The user lives in Paris."]
+    );
+}

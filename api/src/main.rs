@@ -236,6 +236,15 @@ struct LocomoArgs {
     /// Also compare indexed-text variants and fusion rules (slower: one index per variant).
     #[arg(long)]
     experiments: bool,
+    /// Answer from records the strategies extracted (semantic + preferences; rule-based
+    /// unless --llm-base-url) instead of from raw turns.
+    #[arg(long)]
+    extracted: bool,
+    /// An OpenAI-compatible endpoint for --extracted.
+    #[arg(long, env = "MEMLOG_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
+    llm_model: String,
 }
 
 #[derive(Args)]
@@ -402,6 +411,21 @@ fn replay(store: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The LLM client for `url`, if one is given (key and limits from the environment).
+fn llm_client(
+    url: Option<&str>,
+    model: &str,
+) -> anyhow::Result<Option<Arc<dyn memlog_engine::llm::Llm>>> {
+    let Some(url) = url else { return Ok(None) };
+    let mut c = memlog_strategies::llm::LlmConfig::from_env()
+        .unwrap_or_else(|| memlog_strategies::llm::LlmConfig::new(url, model));
+    c.base_url = url.to_owned();
+    c.model = model.to_owned();
+    Ok(Some(Arc::new(
+        memlog_strategies::llm::OpenAiCompatible::new(c)?,
+    )))
+}
+
 fn re_extract(args: ReplayArgs) -> anyhow::Result<()> {
     let strategy = args
         .strategy
@@ -409,17 +433,7 @@ fn re_extract(args: ReplayArgs) -> anyhow::Result<()> {
         .context("--re-extract needs --strategy")?;
     let live = open_engine(&args.store, None)?;
     let (embedder, _) = memlog_api::server::load_embedder(args.embed_model.as_deref());
-    let llm: Option<Arc<dyn memlog_engine::llm::Llm>> = match &args.llm_base_url {
-        Some(url) => {
-            let mut c = memlog_strategies::llm::LlmConfig::from_env().unwrap_or_else(|| {
-                memlog_strategies::llm::LlmConfig::new(url.clone(), args.llm_model.clone())
-            });
-            c.base_url = url.clone();
-            c.model = args.llm_model.clone();
-            Some(Arc::new(memlog_strategies::llm::OpenAiCompatible::new(c)?))
-        }
-        None => None,
-    };
+    let llm = llm_client(args.llm_base_url.as_deref(), &args.llm_model)?;
     let shadow = tempfile::tempdir().context("cannot create the shadow store")?;
     let diff = memlog_strategies::reextract::re_extract(
         &live,
@@ -527,7 +541,12 @@ fn bench_locomo(args: LocomoArgs) -> anyhow::Result<()> {
         experiments: args.experiments,
         ..Default::default()
     };
-    let report = memlog_benches::locomo::run(&opts)?;
+    let report = if args.extracted {
+        let llm = llm_client(args.llm_base_url.as_deref(), &args.llm_model)?;
+        memlog_benches::locomo_extracted::run(&opts, llm)?
+    } else {
+        memlog_benches::locomo::run(&opts)?
+    };
     report.write(&args.out)?;
     println!("{}", report.markdown);
     println!("reports written to {}", args.out.display());

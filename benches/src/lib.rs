@@ -12,6 +12,8 @@
 //!   CreateEvent, then ListEvents, then a check that no acknowledged event was lost.
 //! - [`locomo`]: `memlog bench locomo`: retrieval quality (hit@k, recall@k) on LoCoMo,
 //!   in-process, for BM25, vector and hybrid retrieval.
+//! - `locomo_extracted` (feature `extract`): `memlog bench locomo --extracted`, the same
+//!   questions answered from records the strategies extracted.
 //! - [`retrieve`]: `memlog bench retrieve`: RetrieveMemoryRecords latency over HTTP at
 //!   1k/10k/100k records, with and without a namespace filter.
 //! - [`text`]: deterministic synthetic conversational text for event payloads.
@@ -21,6 +23,8 @@ pub mod ann;
 pub mod extract;
 pub mod ingest;
 pub mod locomo;
+#[cfg(feature = "extract")]
+pub mod locomo_extracted;
 pub mod machine;
 pub mod retrieve;
 pub mod text;

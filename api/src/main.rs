@@ -60,7 +60,7 @@ struct StoreArgs {
     /// Directory holding the data (created if missing).
     #[arg(long, env = "MEMLOG_DATA_DIR", default_value = "./memlog-data")]
     data_dir: PathBuf,
-    /// Storage backend: redb (default, fsync per commit) or sled (build with --features sled;
+    /// Storage backend: redb (default, fsync per commit) or sled (the `sled` feature, on by default;
     /// not power-loss safe).
     #[arg(long, env = "MEMLOG_BACKEND", default_value = "redb")]
     backend: store::Kind,

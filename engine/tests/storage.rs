@@ -1,5 +1,5 @@
 //! The shared suite for `store::Backend` (and the `store::Txn` overlay on top of it): every
-//! check runs once per backend — redb always, sled with `--features sled` — on real files
+//! check runs once per backend — redb always, sled with the `sled` feature (on by default) — on real files
 //! in a temporary directory, so a new backend only has to be added to the list at the end.
 
 use std::collections::BTreeMap;

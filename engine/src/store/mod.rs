@@ -1,5 +1,5 @@
 //! Storage: a narrow key-value trait with named tables, atomic durable commits and
-//! consistent read snapshots, implemented by redb (default) and sled (feature `sled`).
+//! consistent read snapshots, implemented by redb (default) and sled (feature `sled`, on by default).
 //!
 //! The engine needs only three things from a backend:
 //! - [`Backend::snapshot`]: a read view of committed data;
@@ -258,7 +258,7 @@ pub fn open(kind: Kind, dir: &Path) -> Result<Box<dyn Backend>> {
         Kind::Sled => Ok(Box::new(sled::Sled::open(&dir.join("memlog.sled"))?)),
         #[cfg(not(feature = "sled"))]
         Kind::Sled => Err(crate::Error::invalid(
-            "this build has no sled backend: rebuild with `--features sled`",
+            "this build has no sled backend: rebuild with the `sled` feature (a default one)",
         )),
     }
 }

@@ -94,6 +94,10 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     /// Sampling seed, for servers that honour it (llama.cpp, vLLM; OpenAI best-effort).
     pub seed: Option<u64>,
+    /// Ask this model instead of the client's configured one (a CUSTOM strategy's
+    /// `modelId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl ChatRequest {

@@ -464,7 +464,8 @@ impl Inner {
 
 /// The chat-completions body for `req`, with `response_format` if `structured`, or with
 /// the schema written into the system prompt if a schema is wanted but not `structured`.
-fn request_body(model: &str, req: &ChatRequest, structured: bool) -> Value {
+fn request_body(configured: &str, req: &ChatRequest, structured: bool) -> Value {
+    let model = req.model.as_deref().unwrap_or(configured);
     let mut messages: Vec<Value> = req
         .messages
         .iter()
@@ -754,6 +755,20 @@ impl Service<HttpRequestFactory> for Transport {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_request_may_name_another_model() {
+        let mut req = request();
+        req.model = Some("custom-model".into());
+        assert_eq!(
+            request_body("configured", &req, true)["model"],
+            "custom-model"
+        );
+        assert_eq!(
+            request_body("configured", &request(), true)["model"],
+            "configured"
+        );
+    }
     use memlog_engine::llm::{Message, Schema};
 
     use super::*;

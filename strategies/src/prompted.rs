@@ -120,6 +120,7 @@ fn call(
         temperature: Some(0.0),
         max_tokens: Some(max_tokens),
         seed: Some(0),
+        model: None,
     };
     let resp = llm
         .chat(&req)

@@ -79,6 +79,8 @@ pub struct Spec {
     /// CUSTOM: text appended to the extraction and consolidation prompts.
     pub append_extraction: Option<String>,
     pub append_consolidation: Option<String>,
+    /// CUSTOM: the model its overrides name (`modelId`), asked instead of the server's.
+    pub model: Option<String>,
 }
 
 /// Which pipeline a CUSTOM strategy's `configuration` overrides.
@@ -99,6 +101,17 @@ fn override_text(config: &Value, step: &str) -> Option<String> {
     let o = config.as_object()?;
     o.values()
         .filter_map(|v| v.get(step)?.get("appendToPrompt")?.as_str())
+        .next()
+        .map(str::to_owned)
+}
+
+fn override_model(config: &Value) -> Option<String> {
+    let o = config.as_object()?;
+    o.values()
+        .flat_map(|v| {
+            ["extraction", "consolidation"].map(|step| v.get(step)?.get("modelId")?.as_str())
+        })
+        .flatten()
         .next()
         .map(str::to_owned)
 }
@@ -167,6 +180,7 @@ impl Spec {
             include_tool_calls,
             append_extraction: override_text(&config, "extraction"),
             append_consolidation: override_text(&config, "consolidation"),
+            model: override_model(&config),
         })
     }
 
@@ -193,7 +207,7 @@ mod tests {
             "strategyId": "mine-0123456789", "type": "CUSTOM",
             "namespaces": ["/p/{actorId}/{sessionId}"],
             "configuration": {
-                "userPreferenceOverride": {"extraction": {"appendToPrompt": "only food"}},
+                "userPreferenceOverride": {"extraction": {"appendToPrompt": "only food", "modelId": "big-model"}},
                 "triggerConditions": [{"messageBasedTrigger": {"messageCount": 3}},
                                       {"timeBasedTrigger": {"idleSessionTimeout": 7}}]
             }
@@ -203,6 +217,7 @@ mod tests {
         assert_eq!(spec.triggers.messages, 3);
         assert_eq!(spec.triggers.idle_ms, 7000);
         assert_eq!(spec.append_extraction.as_deref(), Some("only food"));
+        assert_eq!(spec.model.as_deref(), Some("big-model"));
         let ns = spec.namespace(
             &ActorId::parse("u1").unwrap(),
             &SessionId::parse("s1").unwrap(),

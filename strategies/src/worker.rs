@@ -361,7 +361,11 @@ impl Worker {
             (None, Kind::Episodic) => plan_episode(key, &new_messages),
             (Some(llm), kind) => self
                 .plan_llm(
-                    llm.as_ref(),
+                    // A CUSTOM strategy's own model, if its overrides name one.
+                    &*match &spec.model {
+                        Some(m) => Arc::new(WithModel(llm.clone(), m.clone())) as Arc<dyn Llm>,
+                        None => llm.clone(),
+                    },
                     kind,
                     key,
                     spec,
@@ -949,6 +953,24 @@ struct Planned {
     placeholder: Option<RecordId>,
     /// The embedding, when planning already computed it.
     vector: Option<Vec<f32>>,
+}
+
+/// An LLM asked for another model than its configured one.
+struct WithModel(Arc<dyn Llm>, String);
+
+impl Llm for WithModel {
+    fn model(&self) -> &str {
+        &self.1
+    }
+
+    fn chat(
+        &self,
+        req: &memlog_engine::llm::ChatRequest,
+    ) -> std::result::Result<memlog_engine::llm::ChatResponse, memlog_engine::llm::LlmError> {
+        let mut req = req.clone();
+        req.model = Some(self.1.clone());
+        self.0.chat(&req)
+    }
 }
 
 /// What a decision writes, before consolidation's bookkeeping.

@@ -81,6 +81,9 @@ impl LlamaServer {
             .arg(gguf)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["-c", "4096", "-t", "1"])
+            // A stable model name: without it the server reports the GGUF's path, which
+            // would end up in recorded exchanges.
+            .args(["--alias", "smollm2"])
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)

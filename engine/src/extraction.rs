@@ -94,7 +94,7 @@ pub struct Extraction {
     pub strategy_id: String,
     /// SEMANTIC, SUMMARIZATION, USER_PREFERENCE, EPISODIC (CUSTOM runs one of these).
     pub strategy_type: String,
-    /// The implementation that ran, e.g. `rules-1` or `llm-1`.
+    /// The implementation that ran, e.g. `rules-2` or `llm-2`.
     pub strategy_version: String,
     pub actor_id: ActorId,
     pub session_id: SessionId,

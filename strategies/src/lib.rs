@@ -7,6 +7,7 @@ pub mod llm;
 pub mod prompted;
 pub mod recorded;
 pub mod reextract;
+pub mod reflect;
 pub mod rules;
 pub mod spec;
 pub mod worker;

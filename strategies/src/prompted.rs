@@ -22,14 +22,15 @@ use crate::spec::Kind;
 use crate::worker::Message;
 
 /// Logged with every LLM-backed run; bump when prompts or their handling change.
-pub const VERSION: &str = "llm-1";
+pub const VERSION: &str = "llm-2";
 
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 6] = [
     ("semantic", include_str!("../prompts/semantic.jinja")),
     ("preference", include_str!("../prompts/preference.jinja")),
     ("summary", include_str!("../prompts/summary.jinja")),
     ("episodic", include_str!("../prompts/episodic.jinja")),
     ("consolidate", include_str!("../prompts/consolidate.jinja")),
+    ("reflection", include_str!("../prompts/reflection.jinja")),
 ];
 
 static ENV: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
@@ -156,9 +157,13 @@ fn string_list(v: &Value, key: &str) -> Vec<String> {
 }
 
 /// Whether a statement is usable: small models sometimes copy the answer shape's
-/// placeholders ("The user lives in ....") instead of filling them.
+/// placeholders ("The user lives in ....") instead of filling them, or degenerate into
+/// one endless "word" (a run of digits) until the length limit stops them.
 fn is_statement(text: &str) -> bool {
-    text.chars().any(char::is_alphanumeric) && !text.contains("...") && !text.contains('…')
+    text.chars().any(char::is_alphanumeric)
+        && !text.contains("...")
+        && !text.contains('…')
+        && text.split_whitespace().all(|w| w.chars().count() <= 80)
 }
 
 /// A statement the LLM extracted.
@@ -258,13 +263,22 @@ pub fn summarise(
         .filter(|s| !s.is_empty()))
 }
 
-/// An episode of the new messages.
+/// An episode the LLM described.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpisodeParts {
+    pub situation: String,
+    pub intent: String,
+    pub actions: String,
+    pub outcome: String,
+}
+
+/// An episode of the new messages; `None` if the model described nothing.
 pub fn episode(
     llm: &dyn Llm,
     messages: &[Message],
     append: Option<&str>,
     t: &mut Transcript,
-) -> Result<Option<String>, String> {
+) -> Result<Option<EpisodeParts>, String> {
     let schema = json!({
         "type": "object",
         "properties": {
@@ -282,14 +296,59 @@ pub fn episode(
             .trim()
             .to_owned()
     };
-    let text = format!(
-        "Situation: {} Intent: {} Actions: {} Outcome: {}",
-        part("situation"),
-        part("intent"),
-        part("actions"),
-        part("outcome")
-    );
-    Ok((text.len() > 40).then_some(text))
+    let parts = EpisodeParts {
+        situation: part("situation"),
+        intent: part("intent"),
+        actions: part("actions"),
+        outcome: part("outcome"),
+    };
+    let usable = [&parts.situation, &parts.actions]
+        .iter()
+        .all(|p| p.is_empty() || is_statement(p))
+        && is_statement(&parts.intent)
+        && is_statement(&parts.outcome);
+    Ok(usable.then_some(parts))
+}
+
+/// A reflection over similar episodes (newest first), updating the previous one if the
+/// group has one; `None` if the model found nothing to say.
+pub fn reflect(
+    llm: &dyn Llm,
+    episodes: &[&str],
+    previous: Option<&str>,
+    append: Option<&str>,
+    t: &mut Transcript,
+) -> Result<Option<String>, String> {
+    let schema = json!({
+        "type": "object",
+        "properties": {"insight": bounded_string(600), "applies_when": bounded_string(200)},
+        "required": ["insight", "applies_when"], "additionalProperties": false
+    });
+    let ctx = json!({"episodes": episodes, "previous": previous, "append": append});
+    // Enough tokens for both strings at their longest, so the schema ends the answer.
+    let v = call(
+        llm,
+        render("reflection", ctx)?,
+        "reflection",
+        schema,
+        900,
+        t,
+    )?;
+    let part = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let (insight, when) = (part("insight"), part("applies_when"));
+    Ok(is_statement(&insight).then(|| {
+        if when.is_empty() {
+            format!("Reflection: {insight}")
+        } else {
+            format!("Reflection (when {when}): {insight}")
+        }
+    }))
 }
 
 /// What the LLM decided for a candidate against numbered existing memories: the
@@ -343,17 +402,37 @@ mod tests {
             text: "I live in Paris.".into(),
         }];
         let ctx = json!({"messages": messages_ctx(&messages), "append": "Only food.",
-                         "previous": "The user greeted.", "candidate": "x", "existing": ["a", "b"]});
+                         "previous": "The user greeted.", "candidate": "x", "existing": ["a", "b"],
+                         "episodes": ["Intent: book a flight"]});
         for (name, _) in TEMPLATES {
             let text = render(name, ctx.clone()).unwrap();
             assert!(text.contains("Only food."), "{name}: append missing");
         }
         assert!(render("consolidate", ctx.clone()).unwrap().contains("2. b"));
         assert!(
+            render("reflection", ctx.clone())
+                .unwrap()
+                .contains("Episode 1: Intent: book a flight")
+        );
+        assert!(
             render("semantic", ctx)
                 .unwrap()
                 .contains("USER: I live in Paris.")
         );
+    }
+
+    #[test]
+    fn placeholders_and_degenerate_answers_are_not_statements() {
+        assert!(is_statement("The user lives in Berlin."));
+        assert!(!is_statement("The user lives in ...."));
+        assert!(!is_statement(&format!(
+            "The new {}",
+            "1234567890".repeat(9)
+        )));
+        assert!(is_statement(
+            "See https://example.com/a/b/c?d=e for the details."
+        ));
+        assert!(!is_statement(" - "));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 /// Bumped whenever the rules change what they extract (it is logged with every run).
-pub const VERSION: &str = "rules-1";
+pub const VERSION: &str = "rules-2";
 
 /// How a candidate's slot behaves in consolidation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

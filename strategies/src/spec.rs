@@ -81,6 +81,11 @@ pub struct Spec {
     pub append_consolidation: Option<String>,
     /// CUSTOM: the model its overrides name (`modelId`), asked instead of the server's.
     pub model: Option<String>,
+    /// EPISODIC: the namespace templates reflections go to (AgentCore's
+    /// `reflectionConfiguration.namespaces`); see [`Spec::reflection_namespace`].
+    pub reflection_namespaces: Vec<String>,
+    /// CUSTOM EPISODIC: text appended to the reflection prompt.
+    pub append_reflection: Option<String>,
 }
 
 /// Which pipeline a CUSTOM strategy's `configuration` overrides.
@@ -109,11 +114,39 @@ fn override_model(config: &Value) -> Option<String> {
     let o = config.as_object()?;
     o.values()
         .flat_map(|v| {
-            ["extraction", "consolidation"].map(|step| v.get(step)?.get("modelId")?.as_str())
+            ["extraction", "consolidation", "reflection"]
+                .map(|step| v.get(step)?.get("modelId")?.as_str())
         })
         .flatten()
         .next()
         .map(str::to_owned)
+}
+
+/// Reflection namespace templates from a stored strategy: its `reflectionConfiguration`
+/// (built-in EPISODIC) or the `reflection` step of a CUSTOM episodic override.
+fn reflection_templates(s: &Value, config: &Value) -> Vec<String> {
+    let from = |v: Option<&Value>| -> Vec<String> {
+        let Some(v) = v else { return vec![] };
+        v.get("namespaceTemplates")
+            .or_else(|| v.get("namespaces"))
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let built_in = from(s.get("reflectionConfiguration"));
+    if !built_in.is_empty() {
+        return built_in;
+    }
+    from(
+        config
+            .get("episodicOverride")
+            .and_then(|o| o.get("reflection")),
+    )
 }
 
 impl Spec {
@@ -181,13 +214,49 @@ impl Spec {
             append_extraction: override_text(&config, "extraction"),
             append_consolidation: override_text(&config, "consolidation"),
             model: override_model(&config),
+            reflection_namespaces: reflection_templates(s, &config),
+            append_reflection: override_text(&config, "reflection"),
         })
     }
 
     /// The namespace records of this actor and session go to: the first template with
     /// `{memoryStrategyId}`, `{strategyId}`, `{actorId}` and `{sessionId}` filled in.
     pub fn namespace(&self, actor: &ActorId, session: &SessionId) -> String {
-        let template = self.namespaces.first().map_or("/", String::as_str);
+        self.fill(
+            self.namespaces.first().map_or("/", String::as_str),
+            actor,
+            session,
+        )
+    }
+
+    /// Where this actor's reflections go: the first reflection template, else the
+    /// episodes' template cut above its `{sessionId}` part (reflections are across
+    /// sessions), so that every episode of the actor lies at or below it.
+    pub fn reflection_namespace(&self, actor: &ActorId, session: &SessionId) -> String {
+        let template = match self.reflection_namespaces.first() {
+            Some(t) => t.clone(),
+            None => {
+                let t = self.namespaces.first().map_or("/", String::as_str);
+                match t.find("{sessionId}") {
+                    Some(i) => {
+                        let above = t[..i].trim_end_matches('/');
+                        let above = above.rsplit_once('/').map_or(above, |(head, last)| {
+                            if last == "sessions" { head } else { above }
+                        });
+                        if above.is_empty() {
+                            "/".to_owned()
+                        } else {
+                            above.to_owned()
+                        }
+                    }
+                    None => t.to_owned(),
+                }
+            }
+        };
+        self.fill(&template, actor, session)
+    }
+
+    fn fill(&self, template: &str, actor: &ActorId, session: &SessionId) -> String {
         template
             .replace("{memoryStrategyId}", &self.id)
             .replace("{strategyId}", &self.id)
@@ -239,5 +308,36 @@ mod tests {
         );
         assert!(!spec.include_tool_calls);
         assert_eq!(spec.triggers, Triggers::default_for(Kind::Summary));
+    }
+
+    #[test]
+    fn reflections_go_to_their_configured_namespace_or_above_the_sessions() {
+        let (a, s) = (ActorId::parse("a").unwrap(), SessionId::parse("s").unwrap());
+        let spec = |v: Value| Spec::from_stored(&v).unwrap();
+        let configured = spec(json!({"strategyId": "ep-0123456789", "type": "EPISODIC",
+            "namespaces": ["/journey/{actorId}/episodes/{sessionId}"],
+            "reflectionConfiguration": {"namespaces": ["/journey/{actorId}"]}}));
+        assert_eq!(configured.reflection_namespace(&a, &s), "/journey/a");
+        let per_session = spec(json!({"strategyId": "ep-0123456789", "type": "EPISODIC",
+            "namespaces": ["/strategy/{memoryStrategyId}/actors/{actorId}/sessions/{sessionId}"]}));
+        assert_eq!(
+            per_session.reflection_namespace(&a, &s),
+            "/strategy/ep-0123456789/actors/a"
+        );
+        let per_actor = spec(json!({"strategyId": "ep-0123456789", "type": "EPISODIC",
+            "namespaces": ["/strategy/{memoryStrategyId}/actors/{actorId}"]}));
+        assert_eq!(
+            per_actor.reflection_namespace(&a, &s),
+            per_actor.namespace(&a, &s)
+        );
+        let custom = spec(json!({"strategyId": "ep-0123456789", "type": "CUSTOM",
+            "namespaces": ["/e/{actorId}/{sessionId}"],
+            "configuration": {"episodicOverride": {
+                "extraction": {"appendToPrompt": "x", "modelId": "m"},
+                "reflection": {"appendToPrompt": "Be brief.", "modelId": "m",
+                               "namespaces": ["/r/{actorId}"]}}}}));
+        assert_eq!(custom.kind, Kind::Episodic);
+        assert_eq!(custom.reflection_namespace(&a, &s), "/r/a");
+        assert_eq!(custom.append_reflection.as_deref(), Some("Be brief."));
     }
 }

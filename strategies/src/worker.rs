@@ -40,6 +40,7 @@ use memlog_engine::{Engine, Error, Result};
 
 use crate::consolidate::{self, CATEGORY_KEY, Decision, Existing, SLOT_KEY, VALUE_KEY};
 use crate::prompted::{self, Transcript};
+use crate::reflect;
 use crate::rules::{self, Candidate};
 use crate::spec::{Kind, Spec};
 
@@ -243,17 +244,11 @@ impl Worker {
                 sleep = sleep.min(Duration::from_millis(idle_at - now.0));
                 continue;
             }
-            let lock = (
-                key.memory_id.clone(),
-                spec.id.clone(),
-                spec.namespace(&key.actor_id, &key.session_id),
-            );
-            if self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&lock)
-            {
+            let busy = {
+                let held = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                locks(&key, &spec).iter().any(|l| held.contains(l))
+            };
+            if busy {
                 sleep = sleep.min(Duration::from_millis(5));
                 continue;
             }
@@ -287,7 +282,11 @@ impl Worker {
         let x = Extraction {
             strategy_id: key.strategy_id.clone(),
             strategy_type: String::new(),
-            strategy_version: rules::VERSION.into(),
+            strategy_version: match self.llm {
+                Some(_) => prompted::VERSION,
+                None => rules::VERSION,
+            }
+            .into(),
             actor_id: key.actor_id.clone(),
             session_id: key.session_id.clone(),
             through: cursor,
@@ -353,7 +352,12 @@ impl Worker {
         let namespace = spec.namespace(&key.actor_id, &key.session_id);
         memlog_engine::record::validate_namespace("namespace", &namespace)?;
         let mut transcript = Transcript::default();
-        let planned = match (&self.llm, spec.kind) {
+        // A CUSTOM strategy's own model, if its overrides name one.
+        let llm = self.llm.as_ref().map(|llm| match &spec.model {
+            Some(m) => Arc::new(WithModel(llm.clone(), m.clone())) as Arc<dyn Llm>,
+            None => llm.clone(),
+        });
+        let mut planned = match (&llm, spec.kind) {
             (None, Kind::Semantic | Kind::UserPreference) => {
                 self.plan_candidates(key, spec, &namespace, &new_messages, &existing)?
             }
@@ -361,11 +365,7 @@ impl Worker {
             (None, Kind::Episodic) => plan_episode(key, &new_messages),
             (Some(llm), kind) => self
                 .plan_llm(
-                    // A CUSTOM strategy's own model, if its overrides name one.
-                    &*match &spec.model {
-                        Some(m) => Arc::new(WithModel(llm.clone(), m.clone())) as Arc<dyn Llm>,
-                        None => llm.clone(),
-                    },
+                    &**llm,
                     kind,
                     key,
                     spec,
@@ -376,18 +376,28 @@ impl Worker {
                 )
                 .map_err(Error::invalid)?,
         };
+        if spec.kind == Kind::Episodic
+            && let Some(episode) = planned.iter().find(|p| p.write).cloned()
+        {
+            let reflections =
+                self.plan_reflection(llm.as_deref(), key, spec, &episode, &mut transcript)?;
+            planned.extend(reflections);
+        }
         let (version, prompt_hash) = match &self.llm {
             Some(_) => {
                 let names: &[&str] = match spec.kind {
                     Kind::Semantic => &["semantic", "consolidate"],
                     Kind::UserPreference => &["preference", "consolidate"],
                     Kind::Summary => &["summary"],
-                    Kind::Episodic => &["episodic"],
+                    Kind::Episodic => &["episodic", "reflection"],
                 };
-                let append = [
+                let mut append = vec![
                     spec.append_extraction.as_deref(),
                     spec.append_consolidation.as_deref(),
                 ];
+                if spec.kind == Kind::Episodic {
+                    append.push(spec.append_reflection.as_deref());
+                }
                 (
                     prompted::VERSION,
                     Some(prompted::prompt_hash(names, &append)),
@@ -424,13 +434,15 @@ impl Worker {
                         MetaValue::StringValue(consolidate::meta_string(val)),
                     );
                 }
+                let ns = p.namespace.clone().unwrap_or_else(|| namespace.clone());
+                memlog_engine::record::validate_namespace("namespace", &ns)?;
                 records.push(Record {
                     id: p
                         .placeholder
                         .clone()
                         .unwrap_or_else(|| RecordId::generate(&mut rng)),
                     content: p.text.clone(),
-                    namespaces: vec![namespace.clone()],
+                    namespaces: vec![ns],
                     strategy_id: Some(spec.id.clone()),
                     metadata,
                     timestamp: p.timestamp,
@@ -475,11 +487,11 @@ impl Worker {
         // Submitted without waiting: the next session is planned while this commit is
         // made durable. Its namespace stays locked until the writer answers, so no other
         // run consolidates against records that are not committed yet.
-        let lock = (key.memory_id.clone(), spec.id.clone(), namespace);
+        let locks = locks(key, spec);
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(lock.clone());
+            .extend(locks.iter().cloned());
         let (in_flight, late, stats) = (
             self.in_flight.clone(),
             self.late_failures.clone(),
@@ -507,10 +519,10 @@ impl Worker {
                         .unwrap_or_else(|p| p.into_inner())
                         .push((failed_key, e.to_string())),
                 }
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&lock);
+                let mut held = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                for l in &locks {
+                    held.remove(l);
+                }
             }),
         );
         Ok(())
@@ -523,26 +535,122 @@ impl Worker {
         key: &SessionKey,
         spec: &Spec,
     ) -> Result<Vec<Existing>> {
-        let filter = RecordFilter {
-            namespace: Some(NamespaceFilter::Path(
-                spec.namespace(&key.actor_id, &key.session_id),
-            )),
-            strategy_id: Some(spec.id.clone()),
-            metadata: vec![],
+        let namespace = spec.namespace(&key.actor_id, &key.session_id);
+        Ok(live_records(reader, key, spec, namespace)?
+            .into_iter()
+            .map(|r| Existing::from_metadata(r.id, r.content, &r.metadata))
+            .collect())
+    }
+
+    /// Reflections over the actor's episodes that are like `episode` (see [`reflect`]):
+    /// none, a new one, or the group's reflection updated.
+    fn plan_reflection(
+        &self,
+        llm: Option<&dyn Llm>,
+        key: &SessionKey,
+        spec: &Spec,
+        episode: &Planned,
+        t: &mut Transcript,
+    ) -> Result<Vec<Planned>> {
+        let (Some(id), Some(intent)) = (&episode.placeholder, reflect::intent_of(&episode.text))
+        else {
+            return Ok(vec![]);
         };
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = Page::new(Some(Page::LIMIT), token)?;
-            let listing = reader.list_records(&key.memory_id, &filter, &page)?;
-            out.extend(listing.items.into_iter().map(|row| {
-                Existing::from_metadata(row.record.id, row.record.content, &row.record.metadata)
-            }));
-            match listing.next_token {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
+        let namespace = spec.reflection_namespace(&key.actor_id, &key.session_id);
+        let mut live = live_records(&self.engine.reader()?, key, spec, namespace.clone())?;
+        live.sort_by(|a, b| b.timestamp.cmp(&a.timestamp).then(b.id.cmp(&a.id)));
+        let mut past: Vec<(reflect::Episode, Vec<EventId>)> = Vec::new();
+        let mut reflections = Vec::new();
+        for r in live {
+            if let Some(e) =
+                reflect::Episode::from_record(r.id.clone(), r.content.clone(), &r.metadata)
+            {
+                if past.len() < reflect::MAX_PAST {
+                    past.push((e, r.source_event_ids));
+                }
+            } else if let Some(x) = reflect::Reflection::from_record(r.id, r.content, &r.metadata) {
+                reflections.push(x);
             }
         }
+        let mut intents = vec![intent];
+        intents.extend(past.iter().map(|(e, _)| e.intent.as_str()));
+        let vectors = self.embed_cached(&intents)?;
+        let direct = reflect::related(&vectors[0], &vectors[1..]);
+        if direct.is_empty() {
+            return Ok(vec![]);
+        }
+        // The group: the similar episodes and, through the reflection they already have,
+        // that reflection's episodes (single linkage: a request like any member joins).
+        let similar: Vec<&reflect::Episode> = direct.iter().map(|&i| &past[i].0).collect();
+        let previous = reflect::follows(&similar, &reflections);
+        let mut picked: Vec<usize> = (0..past.len())
+            .filter(|i| {
+                direct.contains(i) || previous.is_some_and(|r| r.episodes.contains(&past[*i].0.id))
+            })
+            .collect();
+        // Newest first (the past list is in time order, latest first).
+        picked.truncate(reflect::MAX_GROUP - 1);
+        let get = |k: &str| {
+            episode
+                .metadata
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let new = reflect::Episode {
+            id: id.clone(),
+            content: episode.text.clone(),
+            intent: intent.to_owned(),
+            outcome: reflect::Outcome::parse(get(reflect::OUTCOME_KEY).unwrap_or("")),
+            actions: reflect::actions_of(get(reflect::ACTIONS_KEY).unwrap_or("")),
+        };
+        let mut group: Vec<&reflect::Episode> = vec![&new];
+        group.extend(picked.iter().map(|&i| &past[i].0));
+        let text = match llm {
+            Some(llm) => {
+                let texts: Vec<&str> = group.iter().map(|e| e.content.as_str()).collect();
+                match prompted::reflect(
+                    llm,
+                    &texts,
+                    previous.map(|r| r.content.as_str()),
+                    spec.append_reflection.as_deref(),
+                    t,
+                )
+                .map_err(Error::invalid)?
+                {
+                    Some(text) => text,
+                    None => return Ok(vec![]),
+                }
+            }
+            None => reflect::tally(&group),
+        };
+        let mut sources = episode.sources.clone();
+        for &i in &picked {
+            for s in &past[i].1 {
+                if !sources.contains(s) {
+                    sources.push(s.clone());
+                }
+            }
+        }
+        sources.truncate(memlog_engine::record::limits::MAX_SOURCE_EVENTS);
+        let (op, target, write) = match previous {
+            Some(p) if p.content == text => (OpKind::Noop, Some(p.id.clone()), false),
+            Some(p) => (OpKind::Update, Some(p.id.clone()), true),
+            None => (OpKind::Add, None, true),
+        };
+        Ok(vec![Planned {
+            op,
+            text,
+            write,
+            target,
+            reason: format!("{} similar episodes", group.len()),
+            sources,
+            timestamp: episode.timestamp,
+            metadata: reflect::Reflection::metadata(&group),
+            placeholder: None,
+            vector: None,
+            namespace: Some(namespace),
+        }])
     }
 
     fn plan_candidates(
@@ -683,6 +791,7 @@ impl Worker {
             metadata: vec![],
             placeholder: None,
             vector: None,
+            namespace: None,
         };
         match kind {
             Kind::Summary => {
@@ -706,7 +815,15 @@ impl Worker {
             Kind::Episodic => {
                 return Ok(
                     prompted::episode(llm, messages, spec.append_extraction.as_deref(), t)?
-                        .map(|text| vec![single(OpKind::Add, text, None)])
+                        .map(|p| {
+                            vec![episode_record(
+                                &p.situation,
+                                &p.intent,
+                                &p.actions,
+                                &p.outcome,
+                                messages,
+                            )]
+                        })
                         .unwrap_or_default(),
                 );
             }
@@ -841,6 +958,7 @@ impl Worker {
             metadata: vec![],
             placeholder: None,
             vector: None,
+            namespace: None,
         }])
     }
 
@@ -953,6 +1071,8 @@ struct Planned {
     placeholder: Option<RecordId>,
     /// The embedding, when planning already computed it.
     vector: Option<Vec<f32>>,
+    /// Where the record goes, if not the run's namespace (reflections).
+    namespace: Option<String>,
 }
 
 /// An LLM asked for another model than its configured one.
@@ -1040,6 +1160,7 @@ fn push_decision(
         metadata: draft.metadata,
         placeholder,
         vector: if d.write { draft.vector } else { None },
+        namespace: None,
     });
 }
 
@@ -1085,6 +1206,49 @@ fn clip(s: &str, n: usize) -> String {
     format!("{}…", cut.trim_end())
 }
 
+/// The live records of a strategy at or below a namespace, read from the record store
+/// (always current, unlike the indexes).
+fn live_records(
+    reader: &memlog_engine::query::Reader<'_>,
+    key: &SessionKey,
+    spec: &Spec,
+    namespace: String,
+) -> Result<Vec<Record>> {
+    let filter = RecordFilter {
+        namespace: Some(NamespaceFilter::Path(namespace)),
+        strategy_id: Some(spec.id.clone()),
+        metadata: vec![],
+    };
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = Page::new(Some(Page::LIMIT), token)?;
+        let listing = reader.list_records(&key.memory_id, &filter, &page)?;
+        out.extend(listing.items.into_iter().map(|row| row.record));
+        match listing.next_token {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The namespaces a run of this strategy writes (and consolidates against): the
+/// session's, and for episodes also the reflections', shared by the actor's sessions.
+fn locks(key: &SessionKey, spec: &Spec) -> Vec<(MemoryId, String, String)> {
+    let mut l = vec![(
+        key.memory_id.clone(),
+        spec.id.clone(),
+        spec.namespace(&key.actor_id, &key.session_id),
+    )];
+    if spec.kind == Kind::Episodic {
+        let r = spec.reflection_namespace(&key.actor_id, &key.session_id);
+        if r != l[0].2 {
+            l.push((key.memory_id.clone(), spec.id.clone(), r));
+        }
+    }
+    l
+}
+
 /// An episode of the session span: what the user wanted, what was done, how it ended.
 fn plan_episode(key: &SessionKey, messages: &[Message]) -> Vec<Planned> {
     let Some(first_user) = messages.iter().find(|m| m.role == Role::User) else {
@@ -1101,32 +1265,56 @@ fn plan_episode(key: &SessionKey, messages: &[Message]) -> Vec<Planned> {
         .rev()
         .find(|m| m.role == Role::Assistant)
         .map_or_else(|| "no answer yet".to_owned(), |m| clip(&m.text, 300));
-    let mut text = format!(
-        "Episode (session {}): the user wanted: {}",
-        key.session_id,
-        clip(&first_user.text, 300)
-    );
-    if !actions.is_empty() {
-        text.push_str(&format!(" Actions: {}.", actions.join("; ")));
+    vec![episode_record(
+        &format!("Session {}, {} messages.", key.session_id, messages.len()),
+        &clip(&first_user.text, 300),
+        &actions.join("; "),
+        &outcome,
+        messages,
+    )]
+}
+
+/// An episode record: its text in the shape reflections read back, and metadata with the
+/// outcome (from the described outcome and the tool results) and the tools used.
+fn episode_record(
+    situation: &str,
+    intent: &str,
+    actions: &str,
+    outcome: &str,
+    messages: &[Message],
+) -> Planned {
+    let tools: Vec<&Message> = messages.iter().filter(|m| m.role == Role::Tool).collect();
+    let results: Vec<&str> = tools.iter().map(|m| m.text.as_str()).collect();
+    let verdict = reflect::classify(outcome, &results);
+    let mut names: Vec<String> = Vec::new();
+    for m in &tools {
+        let n = reflect::action_name(&m.text);
+        if !names.contains(&n) {
+            names.push(n);
+        }
     }
-    text.push_str(&format!(" Outcome: {outcome}"));
     let mut sources: Vec<EventId> = Vec::new();
     for m in messages {
         if !sources.contains(&m.event_id) {
             sources.push(m.event_id.clone());
         }
     }
-    sources.truncate(memlog_engine::record::limits::MAX_SOURCE_EVENTS);
-    vec![Planned {
+    let sources = sources[sources
+        .len()
+        .saturating_sub(memlog_engine::record::limits::MAX_SOURCE_EVENTS)..]
+        .to_vec();
+    Planned {
         op: OpKind::Add,
-        text,
+        text: reflect::episode_text(situation, intent, actions, outcome),
         write: true,
         target: None,
         reason: format!("{} messages", messages.len()),
         sources,
         timestamp: messages.last().map_or(Timestamp(0), |m| m.timestamp),
-        metadata: vec![],
-        placeholder: None,
+        metadata: reflect::Episode::metadata(verdict, &names),
+        // Reflections written in the same run refer to it by this id.
+        placeholder: Some(RecordId::generate(&mut fastrand::Rng::new())),
         vector: None,
-    }]
+        namespace: None,
+    }
 }

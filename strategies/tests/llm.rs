@@ -462,7 +462,7 @@ mod strategies {
 
     use memlog_engine::clock::SystemClock;
     use memlog_engine::command::{Command, NewEvent, NewMemory, Outcome};
-    use memlog_engine::embed::Hashing;
+    use memlog_engine::embed::{Embedder, Hashing, MiniLm, find_model};
     use memlog_engine::llm::Llm;
     use memlog_engine::log::Body;
     use memlog_engine::query::Page;
@@ -493,7 +493,15 @@ mod strategies {
         errors: Vec<String>,
     }
 
-    fn run_case(llm: Arc<dyn Llm>, strategy: &str, turns: &[(String, String)]) -> Outcome_ {
+    /// Runs a case: its turns (`[role, text]` or `[role, text, session]`; TOOL turns are
+    /// JSON blobs) through one strategy. With `"wait": "session"` the worker is flushed at
+    /// the end of each session instead of after every turn (episodes are of whole
+    /// sessions); `"embedder": "minilm"` uses the real embedder where grouping by meaning
+    /// matters (reflections).
+    fn run_case(llm: Arc<dyn Llm>, case: &Value) -> Outcome_ {
+        let strategy = case["strategy"].as_str().unwrap();
+        let turns = turns(case);
+        let per_session = case["wait"] == "session";
         let dir = tempfile::TempDir::new().unwrap();
         let engine = Engine::open(
             &Options {
@@ -503,12 +511,15 @@ mod strategies {
             Arc::new(SystemClock),
         )
         .unwrap();
-        let worker = Worker::with_llm(
-            engine.clone(),
-            Arc::new(Hashing::default()),
-            Arc::new(SystemClock),
-            Some(llm),
-        );
+        let embedder: Arc<dyn Embedder> = if case["embedder"] == "minilm" {
+            let dir = find_model(None).expect(
+                "all-MiniLM-L6-v2 not found: run `memlog model fetch` or set MEMLOG_EMBED_MODEL",
+            );
+            Arc::new(MiniLm::load(&dir).unwrap())
+        } else {
+            Arc::new(Hashing::default())
+        };
+        let worker = Worker::with_llm(engine.clone(), embedder, Arc::new(SystemClock), Some(llm));
         let thread = worker.start().unwrap();
         let memory = match engine
             .execute(Command::CreateMemory(NewMemory {
@@ -524,30 +535,37 @@ mod strategies {
             Outcome::Memory(m) => m.id,
             other => panic!("{other:?}"),
         };
-        for (role, text) in turns {
-            let role = match role.as_str() {
-                "USER" => Role::User,
-                "ASSISTANT" => Role::Assistant,
-                other => panic!("role {other}"),
+        for (i, (role, text, session)) in turns.iter().enumerate() {
+            let item = match role.as_str() {
+                "TOOL" => PayloadItem::Blob(serde_json::from_str(text).unwrap()),
+                role => PayloadItem::Conversational(Conversational {
+                    content: Content { text: text.clone() },
+                    role: match role {
+                        "USER" => Role::User,
+                        "ASSISTANT" => Role::Assistant,
+                        other => panic!("role {other}"),
+                    },
+                }),
             };
             engine
                 .execute(Command::CreateEvent(NewEvent {
                     memory_id: memory.clone(),
                     actor_id: ActorId::parse("ana").unwrap(),
-                    session_id: SessionId::parse("s1").unwrap(),
+                    session_id: SessionId::parse(session).unwrap(),
                     event_timestamp: Timestamp::now(),
-                    payload: vec![PayloadItem::Conversational(Conversational {
-                        content: Content { text: text.clone() },
-                        role,
-                    })],
+                    payload: vec![item],
                     branch: None,
                     metadata: Default::default(),
                     client_token: None,
                     extraction_mode: None,
                 }))
                 .unwrap();
-            // One run per turn, so that later turns consolidate against earlier records.
-            wait_caught_up(&worker, &memory);
+            // One run per turn (or session), so that later ones consolidate against
+            // earlier records.
+            let session_ends = turns.get(i + 1).is_none_or(|next| &next.2 != session);
+            if !per_session || session_ends {
+                wait_caught_up(&worker, &memory);
+            }
         }
         let status = wait_caught_up(&worker, &memory);
         let reader = engine.reader().unwrap();
@@ -567,7 +585,7 @@ mod strategies {
         for e in reader.entries_from(Lsn(1)).unwrap() {
             if let Body::Extracted { extraction: x, .. } = e.unwrap().body {
                 assert!(x.prompt_hash.is_some() && x.model.is_some(), "{x:?}");
-                assert_eq!(x.strategy_version, "llm-1");
+                assert_eq!(x.strategy_version, "llm-2");
                 exchanges += x.exchanges.len();
                 prompt_tokens += x.usage.prompt_tokens;
                 errors.extend(x.error.clone());
@@ -608,7 +626,7 @@ mod strategies {
         serde_json::from_str(&std::fs::read_to_string(data("llm-cases.json")).unwrap()).unwrap()
     }
 
-    fn turns(case: &Value) -> Vec<(String, String)> {
+    fn turns(case: &Value) -> Vec<(String, String, String)> {
         case["turns"]
             .as_array()
             .unwrap()
@@ -617,6 +635,7 @@ mod strategies {
                 (
                     t[0].as_str().unwrap().to_owned(),
                     t[1].as_str().unwrap().to_owned(),
+                    t.get(2).and_then(Value::as_str).unwrap_or("s1").to_owned(),
                 )
             })
             .collect()
@@ -643,11 +662,7 @@ mod strategies {
         };
         for case in &mut cases {
             let name = case["name"].as_str().unwrap().to_owned();
-            let out = run_case(
-                llm.clone(),
-                case["strategy"].as_str().unwrap(),
-                &turns(case),
-            );
+            let out = run_case(llm.clone(), case);
             assert!(
                 out.errors.is_empty(),
                 "{name}: failed runs {:?}",
@@ -695,7 +710,8 @@ mod strategies {
                 "I love jazz and I can't stand cilantro.",
             ),
         ] {
-            let out = run_case(client.clone(), strategy, &[("USER".into(), text.into())]);
+            let case = json!({"strategy": strategy, "turns": [["USER", text]]});
+            let out = run_case(client.clone(), &case);
             println!("{strategy}: {:?} {:?}", out.records, out.operations);
             assert!(
                 out.errors.is_empty(),
@@ -714,6 +730,44 @@ mod strategies {
                     .all(|r| !r.trim().is_empty() && r.chars().count() <= 300)
             );
         }
+    }
+
+    /// The episodes case of the table against the live server, asking for a reflection:
+    /// SmolLM2 cannot write usable episodes (see the table), so this runs on demand with
+    /// a capable model (`.ci/llm-qwen` gives Qwen2.5-Coder-1.5B):
+    /// `cargo test -p memlog-strategies --test llm real_server_reflection -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs a model that can describe episodes; SmolLM2 cannot"]
+    fn real_server_reflection() {
+        let Some((server, gguf)) = llama_env("real_server_reflection") else {
+            return;
+        };
+        let llama = LlamaServer::start(&server, &gguf, free_port());
+        let client: Arc<dyn Llm> =
+            Arc::new(OpenAiCompatible::new(config(llama.base_url())).unwrap());
+        let case = cases()
+            .into_iter()
+            .find(|c| c["name"] == "episodes_and_a_reflection")
+            .unwrap();
+        let out = run_case(client, &case);
+        for r in &out.records {
+            println!("{r}");
+        }
+        assert!(
+            out.errors.is_empty(),
+            "{:?}\n{}",
+            out.errors,
+            llama.log_tail()
+        );
+        assert_eq!(
+            out.records
+                .iter()
+                .filter(|r| r.starts_with("Reflection"))
+                .count(),
+            1,
+            "three flight requests, one reflection: {:?}",
+            out.records
+        );
     }
 }
 

@@ -197,7 +197,7 @@ impl Worker {
         let late =
             std::mem::take(&mut *self.late_failures.lock().unwrap_or_else(|p| p.into_inner()));
         for (key, message) in late {
-            self.record_failure_message(&key, &message)?;
+            self.record_failure(&key, &message, Transcript::default())?;
         }
         let reader = self.engine.reader()?;
         let pending = reader.pending_extractions(None)?;
@@ -252,10 +252,11 @@ impl Worker {
                 sleep = sleep.min(Duration::from_millis(5));
                 continue;
             }
-            if let Err(e) = self.process(&key, &spec) {
+            let mut transcript = Transcript::default();
+            if let Err(e) = self.process(&key, &spec, &mut transcript) {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(strategy = %key.strategy_id, session = %key.session_id, "extraction failed: {e}");
-                self.record_failure_message(&key, &e.to_string())?;
+                self.record_failure(&key, &e.to_string(), transcript)?;
             }
         }
         // A flush is done once no session it covered is pending.
@@ -277,7 +278,9 @@ impl Worker {
         Ok(sleep)
     }
 
-    fn record_failure_message(&self, key: &SessionKey, message: &str) -> Result<()> {
+    /// Logs a failed run: the error, and the LLM exchanges it made before failing (so a
+    /// bad answer can be read in the log, not only the parser's complaint about it).
+    fn record_failure(&self, key: &SessionKey, message: &str, t: Transcript) -> Result<()> {
         let cursor = self.engine.reader()?.extraction_cursor(key)?;
         let x = Extraction {
             strategy_id: key.strategy_id.clone(),
@@ -293,10 +296,10 @@ impl Worker {
             events: 0,
             tokens: 0,
             source_event_ids: vec![],
-            model: None,
+            model: t.model,
             prompt_hash: None,
-            exchanges: vec![],
-            usage: TokenUsage::default(),
+            exchanges: t.exchanges,
+            usage: t.usage,
             records: vec![],
             operations: vec![],
             error: Some(message.to_owned()),
@@ -312,7 +315,7 @@ impl Worker {
     }
 
     /// Runs one strategy over one session's new events and commits the result.
-    fn process(&self, key: &SessionKey, spec: &Spec) -> Result<()> {
+    fn process(&self, key: &SessionKey, spec: &Spec, transcript: &mut Transcript) -> Result<()> {
         let reader = self.engine.reader()?;
         // Read again: the pass's snapshot may predate a run that has committed since.
         let Some(row) = reader.pending_extraction(key)? else {
@@ -351,7 +354,6 @@ impl Worker {
         let new_messages = to_messages(covered.iter().map(|(_, e)| e), spec.include_tool_calls);
         let namespace = spec.namespace(&key.actor_id, &key.session_id);
         memlog_engine::record::validate_namespace("namespace", &namespace)?;
-        let mut transcript = Transcript::default();
         // A CUSTOM strategy's own model, if its overrides name one.
         let llm = self.llm.as_ref().map(|llm| match &spec.model {
             Some(m) => Arc::new(WithModel(llm.clone(), m.clone())) as Arc<dyn Llm>,
@@ -372,7 +374,7 @@ impl Worker {
                     &namespace,
                     &new_messages,
                     &existing,
-                    &mut transcript,
+                    transcript,
                 )
                 .map_err(Error::invalid)?,
         };
@@ -380,7 +382,7 @@ impl Worker {
             && let Some(episode) = planned.iter().find(|p| p.write).cloned()
         {
             let reflections =
-                self.plan_reflection(llm.as_deref(), key, spec, &episode, &mut transcript)?;
+                self.plan_reflection(llm.as_deref(), key, spec, &episode, transcript)?;
             planned.extend(reflections);
         }
         let (version, prompt_hash) = match &self.llm {
@@ -475,10 +477,10 @@ impl Worker {
             events,
             tokens,
             source_event_ids,
-            model: transcript.model,
+            model: transcript.model.take(),
             prompt_hash,
-            exchanges: transcript.exchanges,
-            usage: transcript.usage,
+            exchanges: std::mem::take(&mut transcript.exchanges),
+            usage: std::mem::take(&mut transcript.usage),
             records,
             operations,
             error: None,

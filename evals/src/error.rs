@@ -1,0 +1,76 @@
+//! The crate's one error type. Every variant but [`Error::Io`] is the sender's mistake: an
+//! OTLP request that fails to decode or validate is rejected as a whole (the HTTP route
+//! answers 4xx and writes nothing).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while ingesting traces.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The encoded request is larger than [`Limits::max_request_bytes`](crate::otlp::Limits).
+    #[error("the request is {size} bytes, over the limit of {limit}")]
+    RequestTooLarge { size: usize, limit: usize },
+    /// The bytes are not an OTLP `ExportTraceServiceRequest` in protobuf.
+    #[error("invalid OTLP protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// The bytes are not JSON, or not OTLP/JSON of the expected shape. `path` is where in
+    /// the document the problem is (`resourceSpans[0].scopeSpans[0].spans[3].traceId`),
+    /// empty when the text is not JSON at all.
+    #[error("invalid OTLP JSON{}: {message}", at_path(path))]
+    Json { path: String, message: String },
+    /// A trace id that is not 16 bytes, a span id that is not 8, or an all-zero id.
+    #[error("{at}: {field} {problem}")]
+    InvalidId {
+        at: String,
+        field: &'static str,
+        problem: String,
+    },
+    /// One attribute value is larger than [`Limits::max_attribute_value_bytes`](crate::otlp::Limits).
+    #[error("{at}: attribute '{key}' is {size} bytes, over the limit of {limit}")]
+    AttributeTooLarge {
+        at: String,
+        key: String,
+        size: usize,
+        limit: usize,
+    },
+    /// One span, event, link, scope or resource has more attributes than
+    /// [`Limits::max_attributes`](crate::otlp::Limits).
+    #[error("{at}: {count} attributes, over the limit of {limit}")]
+    TooManyAttributes {
+        at: String,
+        count: usize,
+        limit: usize,
+    },
+    /// One request in a stream of several (a JSON-lines export) failed; `request` counts
+    /// from 1 and `line` is the line it starts on.
+    #[error("request {request} (line {line}): {source}")]
+    InStream {
+        request: usize,
+        line: usize,
+        source: Box<Error>,
+    },
+    /// A trace file could not be read. The only variant that is not the sender's fault.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// True when the input was at fault (answer 4xx); false for I/O faults.
+    pub fn is_caller_error(&self) -> bool {
+        !matches!(self, Error::Io { .. })
+    }
+}
+
+fn at_path(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" at {path}")
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

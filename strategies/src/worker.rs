@@ -24,9 +24,7 @@ use std::time::Duration;
 use memlog_engine::clock::Clock;
 use memlog_engine::command::Command;
 use memlog_engine::embed::Embedder;
-use memlog_engine::extraction::{
-    Extraction, OpKind, Operation, SessionKey, Status, TokenUsage, approx_tokens,
-};
+use memlog_engine::extraction::{Extraction, OpKind, Operation, SessionKey, Status, approx_tokens};
 use memlog_engine::index::{Mode, Query};
 use memlog_engine::llm::Llm;
 use memlog_engine::query::Page;

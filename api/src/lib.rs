@@ -18,4 +18,5 @@ pub mod model;
 pub mod records;
 pub mod routes;
 pub mod server;
+pub mod traces;
 pub mod wire;

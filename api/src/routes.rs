@@ -525,6 +525,15 @@ pub fn router(state: AppState) -> axum::Router {
         .split_for_parts();
     let doc = std::sync::Arc::new(api);
     router
+        .route("/v1/traces", axum::routing::post(crate::traces::ingest))
+        .route(
+            "/v1/sessions",
+            axum::routing::get(crate::traces::list_sessions),
+        )
+        .route(
+            "/v1/sessions/{session_id}",
+            axum::routing::get(crate::traces::get_session),
+        )
         // ListMemories without the trailing slash, for hand-written clients.
         .route("/memories", axum::routing::post(list_memories))
         .route(

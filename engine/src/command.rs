@@ -111,6 +111,9 @@ pub enum Command {
     },
     /// Retry a session whose extraction failed.
     RedriveExtraction(SessionRef),
+    /// Spans of agents' traces (mapped from OTLP by `memlog_evals`): one entry each, all
+    /// in one commit. Spans already stored, or repeated in the batch, are dropped.
+    IngestSpans(Vec<crate::span::Span>),
 }
 
 /// One record to create. The embedding is computed by the caller, before the command is
@@ -172,6 +175,11 @@ pub enum Outcome {
     /// The records an extraction wrote.
     Extracted(Vec<RecordId>),
     Redriven,
+    /// Spans written, and spans dropped as already stored.
+    SpansIngested {
+        ingested: usize,
+        duplicates: usize,
+    },
 }
 
 /// The writer's view while deciding: the transaction and the next LSN to hand out.
@@ -784,6 +792,29 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
                 vec![Body::ExtractionRedriven { key: r.clone() }],
                 Outcome::Redriven,
             ))
+        }
+        Command::IngestSpans(spans) => {
+            if spans.len() > crate::traces::MAX_SPANS {
+                return Err(Error::invalid(format!(
+                    "one ingest holds at most {} spans, got {}",
+                    crate::traces::MAX_SPANS,
+                    spans.len()
+                )));
+            }
+            let mut seen = std::collections::HashSet::new();
+            let mut bodies = Vec::with_capacity(spans.len());
+            for s in spans {
+                if !crate::traces::stored(ctx.txn, s)? && seen.insert(crate::traces::span_key(s)) {
+                    bodies.push(Body::SpanIngested {
+                        span: Box::new(s.clone()),
+                    });
+                }
+            }
+            let outcome = Outcome::SpansIngested {
+                ingested: bodies.len(),
+                duplicates: spans.len() - bodies.len(),
+            };
+            Ok((bodies, outcome))
         }
     }
 }

@@ -81,6 +81,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(EventStore),
         Arc::new(RecordStore),
         Arc::new(crate::extraction::ExtractionState),
+        Arc::new(crate::traces::TraceStore),
     ]
 }
 

@@ -391,6 +391,7 @@ impl Projection for ExtractionState {
                 }
             }
             Body::EventDeleted { .. }
+            | Body::SpanIngested { .. }
             | Body::EventExpired { .. }
             | Body::RecordsCreated { .. }
             | Body::RecordsUpdated { .. }

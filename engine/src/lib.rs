@@ -35,8 +35,10 @@ pub mod log;
 pub mod projection;
 pub mod query;
 pub mod record;
+pub mod span;
 pub mod store;
 pub mod strategy;
+pub mod traces;
 pub mod types;
 
 pub use engine::{Engine, Options, ReplayReport};

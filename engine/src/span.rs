@@ -1,9 +1,10 @@
 //! The span as memlog stores it: the OTLP span's own data, its attributes and events kept
 //! raw, and a mapped view that reads the same whatever convention the producer followed.
 //!
-//! A [`Span`] is plain data, serialised in camelCase into the log's `SpanIngested`
-//! entries, so replaying the log never needs the OTLP decoder. [`crate::mapping`] builds
-//! it from a request and documents where each mapped field comes from.
+//! A [`Span`] is plain data, serialised in camelCase into the log's `SpansIngested`
+//! entries, so replaying the log never needs the OTLP decoder. It lives in the engine
+//! because the log holds it; `memlog_evals::mapping` builds it from an OTLP request and
+//! documents where each mapped field comes from.
 
 use std::fmt;
 
@@ -48,11 +49,23 @@ string_id!(
 string_id!(
     /// The conversation a span belongs to: `gen_ai.conversation.id` or `session.id` as the
     /// producer wrote it (any non-empty string; not the engine's validated `SessionId`),
-    /// or, for a trace that names none, its trace id (see [`crate::assemble`](mod@crate::assemble)).
+    /// or, for a trace that names none, its trace id (see `memlog_evals::assemble`).
     SessionId
 );
 
 impl TraceId {
+    /// Reads an id as written by [`TraceId::from_bytes`]: 32 lowercase hex digits.
+    pub fn parse(s: &str) -> Result<TraceId, String> {
+        if s.len() == 32
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(TraceId(s.to_owned()))
+        } else {
+            Err(format!("trace id '{s}' is not 32 lowercase hex digits"))
+        }
+    }
+
     /// The id of these bytes; validated requests have 16 of them.
     pub fn from_bytes(bytes: &[u8]) -> TraceId {
         TraceId(hex(bytes))
@@ -79,7 +92,7 @@ impl From<&TraceId> for SessionId {
 }
 
 /// Lowercase hex, the form OTLP/JSON and every trace UI show ids in.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(2 * bytes.len());
     for &b in bytes {
@@ -108,7 +121,7 @@ pub struct Span {
     /// `openinference.instrumentation.langchain`, `strands.telemetry.tracer`).
     pub scope: Scope,
     /// The resource's attributes (`service.name`, …), converted as described in
-    /// [`crate::mapping`].
+    /// `memlog_evals::mapping`.
     pub resource_attributes: Map<String, Value>,
     /// The span's attributes, raw.
     pub attributes: Map<String, Value>,
@@ -198,7 +211,7 @@ pub struct Event {
     pub attributes: Map<String, Value>,
 }
 
-/// The semantic convention a span's GenAI data was read from (see [`crate::mapping`]).
+/// The semantic convention a span's GenAI data was read from (see `memlog_evals::mapping`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Convention {
@@ -346,7 +359,7 @@ pub struct Message {
 }
 
 impl Message {
-    pub(crate) fn text(role: Role, content: impl Into<String>) -> Message {
+    pub fn text(role: Role, content: impl Into<String>) -> Message {
         Message {
             role,
             content: Some(content.into()),

@@ -47,7 +47,7 @@ pub mod assemble;
 mod error;
 pub mod mapping;
 pub mod otlp;
-pub mod span;
+pub use memlog_engine::span;
 
 pub use assemble::assemble;
 pub use error::{Error, Result};

@@ -850,7 +850,8 @@ impl SearchIndex {
             | Body::RecordsUpdated { .. }
             | Body::RecordsDeleted { .. }
             | Body::Extracted { .. }
-            | Body::ExtractionRedriven { .. } => Ok(false),
+            | Body::ExtractionRedriven { .. }
+            | Body::SpanIngested { .. } => Ok(false),
         }
     }
 

@@ -89,6 +89,10 @@ pub enum Body {
     ExtractionRedriven {
         key: SessionRef,
     },
+    /// One span of an agent's trace (OTLP), raw and mapped. See [`crate::traces`].
+    SpanIngested {
+        span: Box<crate::span::Span>,
+    },
 }
 
 impl Body {
@@ -126,6 +130,7 @@ impl Body {
             Body::RecordsDeleted { .. } => "RecordsDeleted",
             Body::Extracted { .. } => "Extracted",
             Body::ExtractionRedriven { .. } => "ExtractionRedriven",
+            Body::SpanIngested { .. } => "SpanIngested",
         }
     }
 }

@@ -344,7 +344,8 @@ impl Projection for EventStore {
             | Body::RecordsUpdated { .. }
             | Body::RecordsDeleted { .. }
             | Body::Extracted { .. }
-            | Body::ExtractionRedriven { .. } => {}
+            | Body::ExtractionRedriven { .. }
+            | Body::SpanIngested { .. } => {}
         }
         Ok(())
     }

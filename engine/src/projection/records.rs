@@ -203,7 +203,8 @@ impl Projection for RecordStore {
             | Body::RecordsUpdated { .. }
             | Body::RecordsDeleted { .. }
             | Body::Extracted { .. }
-            | Body::ExtractionRedriven { .. } => {}
+            | Body::ExtractionRedriven { .. }
+            | Body::SpanIngested { .. } => {}
         }
         Ok(())
     }

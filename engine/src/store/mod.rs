@@ -55,10 +55,18 @@ pub enum Table {
     ExtractCursors,
     /// memory \0 strategy \0 actor \0 session → pending-extraction row.
     ExtractPending,
+    /// trace ‖ span → the LSN of the span's entry (see [`crate::traces`]).
+    TraceSpans,
+    /// trace → trace row (session, times, counts).
+    Traces,
+    /// len(session) ‖ session ‖ trace → ().
+    SessionTraces,
+    /// session → session row.
+    TraceSessions,
 }
 
 impl Table {
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 19] = [
         Table::Log,
         Table::Meta,
         Table::Memories,
@@ -74,6 +82,10 @@ impl Table {
         Table::ExtractStrategies,
         Table::ExtractCursors,
         Table::ExtractPending,
+        Table::TraceSpans,
+        Table::Traces,
+        Table::SessionTraces,
+        Table::TraceSessions,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +105,10 @@ impl Table {
             Table::ExtractStrategies => "extract_strategies",
             Table::ExtractCursors => "extract_cursors",
             Table::ExtractPending => "extract_pending",
+            Table::TraceSpans => "trace_spans",
+            Table::Traces => "traces",
+            Table::SessionTraces => "session_traces",
+            Table::TraceSessions => "trace_sessions",
         }
     }
 
@@ -114,6 +130,10 @@ impl Table {
             Table::ExtractStrategies => 13,
             Table::ExtractCursors => 14,
             Table::ExtractPending => 15,
+            Table::TraceSpans => 16,
+            Table::Traces => 17,
+            Table::SessionTraces => 18,
+            Table::TraceSessions => 19,
         }
     }
 }

@@ -1,0 +1,142 @@
+"""The OpenTelemetry Python SDK exports an agent-like trace to memlog's /v1/traces (OTLP over
+HTTP, protobuf; the second turn gzip-compressed), and memlog rebuilds the session: its two
+turns, the user input and final answer of each, and the tool call with its arguments and
+result. Malformed OTLP is refused with 400 and writes nothing.
+
+Run by api/tests/clients.rs with MEMLOG_URL set to a fresh server.
+"""
+
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+URL = os.environ["MEMLOG_URL"]
+
+
+def get(path):
+    with urllib.request.urlopen(URL + path, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def post(path, body, content_type):
+    req = urllib.request.Request(
+        URL + path, data=body, method="POST", headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def messages(*pairs):
+    return json.dumps(
+        [{"role": role, "parts": [{"type": "text", "content": text}]} for role, text in pairs]
+    )
+
+
+def turn(provider, conversation, question, answer, tool=None):
+    """One turn as an instrumented agent emits it: invoke_agent → chat (→ execute_tool → chat)."""
+    tracer = provider.get_tracer("agent-under-test", "0.1")
+    with tracer.start_as_current_span(
+        "invoke_agent travel", kind=SpanKind.INTERNAL,
+        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "travel",
+                    "gen_ai.conversation.id": conversation},
+    ) as root:
+        with tracer.start_as_current_span(
+            "chat small-model", kind=SpanKind.CLIENT,
+            attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "small-model",
+                        "gen_ai.input.messages": messages(("user", question)),
+                        "gen_ai.usage.input_tokens": 42, "gen_ai.usage.output_tokens": 7},
+        ):
+            pass
+        if tool is not None:
+            name, args, result = tool
+            with tracer.start_as_current_span(
+                f"execute_tool {name}", kind=SpanKind.INTERNAL,
+                attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
+                            "gen_ai.tool.call.id": "call-1",
+                            "gen_ai.tool.call.arguments": json.dumps(args),
+                            "gen_ai.tool.call.result": json.dumps(result)},
+            ):
+                pass
+        with tracer.start_as_current_span(
+            "chat small-model", kind=SpanKind.CLIENT,
+            attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "small-model",
+                        "gen_ai.input.messages": messages(("user", question)),
+                        "gen_ai.output.messages": messages(("assistant", answer)),
+                        "gen_ai.usage.input_tokens": 60, "gen_ai.usage.output_tokens": 12},
+        ):
+            pass
+        root.set_attribute("gen_ai.output.messages", messages(("assistant", answer)))
+        root.set_status(Status(StatusCode.OK))
+        return format(root.get_span_context().trace_id, "032x")
+
+
+def provider(compression=Compression.NoCompression):
+    p = TracerProvider(resource=Resource.create({"service.name": "agent-under-test"}))
+    exporter = OTLPSpanExporter(endpoint=URL + "/v1/traces", compression=compression, timeout=10)
+    p.add_span_processor(SimpleSpanProcessor(exporter))
+    return p
+
+
+def test_sdk_trace_becomes_a_session_with_turns_and_tool_calls():
+    conversation = "conv-" + uuid.uuid4().hex[:8]
+    plain, gzipped = provider(), provider(Compression.Gzip)
+    t1 = turn(plain, conversation, "Find me a flight to Lisbon on Friday.",
+              "Flight TP123 leaves Friday at 9:05.",
+              tool=("search_flights", {"to": "LIS", "day": "Friday"}, {"flights": ["TP123"]}))
+    t2 = turn(gzipped, conversation, "Book it, please.", "Booked: TP123, seat 14C.")
+    plain.shutdown()
+    gzipped.shutdown()
+
+    listed = {s["sessionId"]: s for s in get("/v1/sessions")["sessions"]}
+    assert listed[conversation]["traces"] == 2
+    assert listed[conversation]["spans"] == 4 + 3
+
+    session = get("/v1/sessions/" + conversation)
+    assert session["id"] == conversation
+    turns = session["traces"]
+    assert [t["traceId"] for t in turns] == [t1, t2]
+    first, second = turns
+    assert first["userInput"] == "Find me a flight to Lisbon on Friday."
+    assert first["finalOutput"] == "Flight TP123 leaves Friday at 9:05."
+    assert second["userInput"] == "Book it, please."
+    assert second["finalOutput"] == "Booked: TP123, seat 14C."
+    [call] = first["toolCalls"]
+    assert call["name"] == "search_flights"
+    assert call["callId"] == "call-1"
+    assert call["arguments"] == {"to": "LIS", "day": "Friday"}
+    assert call["result"] == {"flights": ["TP123"]}
+    assert second["toolCalls"] == []
+    # The span tree: the agent span is the root of each turn, everything else below it.
+    roots = [n for n in first["nodes"] if n["parent"] is None]
+    assert [r["span"]["operation"] for r in roots] == ["agent"]
+    assert sorted(n["span"]["operation"] for n in first["nodes"]) == ["agent", "llm", "llm", "tool"]
+    assert first["usage"]["inputTokens"] == 42 + 60
+
+
+def test_malformed_otlp_is_refused_and_writes_nothing():
+    before = get("/v1/sessions")["sessions"]
+    status, body = post("/v1/traces", b"\x0a\xff\xff\xff\xff\x0f", "application/x-protobuf")
+    assert status == 400, body
+    status, body = post("/v1/traces", b'{"resourceSpans": 7}', "application/json")
+    assert status == 400, body
+    assert "resourceSpans" in json.loads(body)["message"]
+    short_id = {"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103", "spanId": "eee19b7ec3c1b174", "name": "chat",
+        "startTimeUnixNano": "1", "endTimeUnixNano": "2"}]}]}]}
+    status, body = post("/v1/traces", json.dumps(short_id).encode(), "application/json")
+    assert status == 400, body
+    status, body = post("/v1/traces", b"{}", "text/plain")
+    assert status == 415, body
+    assert get("/v1/sessions")["sessions"] == before

@@ -36,6 +36,22 @@ enum Cmd {
     /// The local embedding model.
     #[command(subcommand)]
     Model(ModelCmd),
+    /// Ingest agent traces from OTLP files into the store, as POST /v1/traces would.
+    ///
+    /// Each FILE is OTLP/JSON: one ExportTraceServiceRequest (`{"resourceSpans": …}`), or
+    /// JSON lines of them (the OpenTelemetry Collector's file exporter). A file that does
+    /// not decode or validate is skipped whole and named; the exit status is then 1.
+    /// Stop the server first: the store can be open in one process only.
+    Ingest(TraceIngestArgs),
+}
+
+#[derive(Args)]
+struct TraceIngestArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// OTLP/JSON or JSON-lines trace files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -300,6 +316,63 @@ fn open_engine(store: &StoreArgs, write_queue: Option<usize>) -> anyhow::Result<
         .with_context(|| format!("cannot open the store in {}", store.data_dir.display()))
 }
 
+fn ingest(args: TraceIngestArgs) -> anyhow::Result<()> {
+    use memlog_engine::command::{Command, Outcome};
+    let engine = open_engine(&args.store, None)?;
+    let limits = memlog_evals::otlp::Limits::default();
+    let bar = indicatif::ProgressBar::new(args.files.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} ingest [{bar:30}] {pos}/{len} files, {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let (mut spans, mut duplicates, mut unmapped, mut requests) = (0usize, 0usize, 0usize, 0usize);
+    let mut failed: Vec<String> = Vec::new();
+    for file in &args.files {
+        bar.set_message(format!("{spans} spans"));
+        // Decode the whole file first, so a bad line skips the file, not half of it.
+        let decoded = match memlog_evals::otlp::decode_file(file, &limits) {
+            Ok(d) => d,
+            Err(e) => {
+                bar.suspend(|| eprintln!("skipped {}: {e}", file.display()));
+                failed.push(file.display().to_string());
+                bar.inc(1);
+                continue;
+            }
+        };
+        for request in decoded {
+            requests += 1;
+            let mapped = memlog_evals::mapping::map(&request);
+            unmapped += mapped.report.unmapped.len();
+            if mapped.spans.is_empty() {
+                continue;
+            }
+            match engine.execute(Command::IngestSpans(mapped.spans))? {
+                Outcome::SpansIngested {
+                    ingested,
+                    duplicates: d,
+                } => {
+                    spans += ingested;
+                    duplicates += d;
+                }
+                other => anyhow::bail!("unexpected outcome {other:?}"),
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let sessions = engine.reader()?.trace_sessions()?.len();
+    println!(
+        "ingested {spans} spans from {requests} requests in {} files ({duplicates} already \
+         stored, {unmapped} of unknown kind kept); the store holds {sessions} sessions",
+        args.files.len() - failed.len()
+    );
+    if !failed.is_empty() {
+        anyhow::bail!("{} file(s) skipped: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
@@ -316,6 +389,7 @@ fn main() -> anyhow::Result<()> {
             let dest = dest.unwrap_or_else(memlog_api::model::default_dir);
             memlog_api::model::fetch(&dest, &python)
         }
+        Cmd::Ingest(args) => ingest(args),
         Cmd::Model(ModelCmd::Dir) => {
             println!("{}", memlog_api::model::default_dir().display());
             Ok(())

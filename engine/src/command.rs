@@ -114,6 +114,13 @@ pub enum Command {
     /// Spans of agents' traces (mapped from OTLP by `memlog_evals`): one entry each, all
     /// in one commit. Spans already stored, or repeated in the batch, are dropped.
     IngestSpans(Vec<crate::span::Span>),
+    /// Evaluator results, one entry each, in one commit.
+    RecordEvaluations(Vec<crate::evaluation::Evaluation>),
+    /// A batch evaluation run's full new state (`batchEvaluationId` names it).
+    SaveEvaluationRun(serde_json::Value),
+    /// A custom evaluator's full new definition (`evaluatorId` names it).
+    SaveEvaluator(serde_json::Value),
+    DeleteEvaluator(String),
 }
 
 /// One record to create. The embedding is computed by the caller, before the command is
@@ -180,6 +187,9 @@ pub enum Outcome {
         ingested: usize,
         duplicates: usize,
     },
+    /// The LSN of each recorded result, in order.
+    Evaluations(Vec<Lsn>),
+    Saved,
 }
 
 /// The writer's view while deciding: the transaction and the next LSN to hand out.
@@ -816,6 +826,65 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
             };
             Ok((bodies, outcome))
         }
+        Command::RecordEvaluations(results) => {
+            if results.len() > crate::evaluation::MAX_RESULTS {
+                return Err(Error::invalid(format!(
+                    "one command records at most {} results, got {}",
+                    crate::evaluation::MAX_RESULTS,
+                    results.len()
+                )));
+            }
+            let lsns = (0..results.len() as u64)
+                .map(|i| Lsn(ctx.next_lsn.0 + i))
+                .collect();
+            let bodies = results
+                .iter()
+                .map(|e| Body::EvaluationRecorded {
+                    evaluation: Box::new(e.clone()),
+                })
+                .collect();
+            Ok((bodies, Outcome::Evaluations(lsns)))
+        }
+        Command::SaveEvaluationRun(run) => {
+            require_id(run, "batchEvaluationId")?;
+            Ok((
+                vec![Body::EvaluationRunSaved { run: run.clone() }],
+                Outcome::Saved,
+            ))
+        }
+        Command::SaveEvaluator(evaluator) => {
+            require_id(evaluator, "evaluatorId")?;
+            Ok((
+                vec![Body::EvaluatorSaved {
+                    evaluator: evaluator.clone(),
+                }],
+                Outcome::Saved,
+            ))
+        }
+        Command::DeleteEvaluator(id) => {
+            if ctx
+                .txn
+                .get(crate::store::Table::Evaluators, id.as_bytes())?
+                .is_none()
+            {
+                return Err(Error::not_found(format!("evaluator {id} not found")));
+            }
+            Ok((
+                vec![Body::EvaluatorDeleted {
+                    evaluator_id: id.clone(),
+                }],
+                Outcome::Saved,
+            ))
+        }
+    }
+}
+
+fn require_id(v: &Value, key: &str) -> Result<()> {
+    match v.get(key).and_then(Value::as_str) {
+        Some(id) if !id.is_empty() && !id.contains('\0') => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "{key} is required (a non-empty string)"
+        ))),
     }
 }
 

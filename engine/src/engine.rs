@@ -82,6 +82,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(RecordStore),
         Arc::new(crate::extraction::ExtractionState),
         Arc::new(crate::traces::TraceStore),
+        Arc::new(crate::evaluation::EvaluationStore),
     ]
 }
 

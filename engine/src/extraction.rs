@@ -392,6 +392,10 @@ impl Projection for ExtractionState {
             }
             Body::EventDeleted { .. }
             | Body::SpanIngested { .. }
+            | Body::EvaluationRecorded { .. }
+            | Body::EvaluationRunSaved { .. }
+            | Body::EvaluatorSaved { .. }
+            | Body::EvaluatorDeleted { .. }
             | Body::EventExpired { .. }
             | Body::RecordsCreated { .. }
             | Body::RecordsUpdated { .. }

@@ -28,6 +28,7 @@ pub mod command;
 pub mod embed;
 pub mod engine;
 mod error;
+pub mod evaluation;
 pub mod extraction;
 pub mod index;
 pub mod llm;

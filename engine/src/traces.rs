@@ -249,7 +249,11 @@ impl Projection for TraceStore {
             | Body::RecordsUpdated { .. }
             | Body::RecordsDeleted { .. }
             | Body::Extracted { .. }
-            | Body::ExtractionRedriven { .. } => Ok(()),
+            | Body::ExtractionRedriven { .. }
+            | Body::EvaluationRecorded { .. }
+            | Body::EvaluationRunSaved { .. }
+            | Body::EvaluatorSaved { .. }
+            | Body::EvaluatorDeleted { .. } => Ok(()),
         }
     }
 }

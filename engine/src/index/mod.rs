@@ -851,7 +851,11 @@ impl SearchIndex {
             | Body::RecordsDeleted { .. }
             | Body::Extracted { .. }
             | Body::ExtractionRedriven { .. }
-            | Body::SpanIngested { .. } => Ok(false),
+            | Body::SpanIngested { .. }
+            | Body::EvaluationRecorded { .. }
+            | Body::EvaluationRunSaved { .. }
+            | Body::EvaluatorSaved { .. }
+            | Body::EvaluatorDeleted { .. } => Ok(false),
         }
     }
 

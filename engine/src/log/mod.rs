@@ -93,6 +93,21 @@ pub enum Body {
     SpanIngested {
         span: Box<crate::span::Span>,
     },
+    /// One evaluator's result on one target. See [`crate::evaluation`].
+    EvaluationRecorded {
+        evaluation: Box<crate::evaluation::Evaluation>,
+    },
+    /// A batch evaluation run's full new state.
+    EvaluationRunSaved {
+        run: serde_json::Value,
+    },
+    /// A custom evaluator's full new definition.
+    EvaluatorSaved {
+        evaluator: serde_json::Value,
+    },
+    EvaluatorDeleted {
+        evaluator_id: String,
+    },
 }
 
 impl Body {
@@ -131,6 +146,10 @@ impl Body {
             Body::Extracted { .. } => "Extracted",
             Body::ExtractionRedriven { .. } => "ExtractionRedriven",
             Body::SpanIngested { .. } => "SpanIngested",
+            Body::EvaluationRecorded { .. } => "EvaluationRecorded",
+            Body::EvaluationRunSaved { .. } => "EvaluationRunSaved",
+            Body::EvaluatorSaved { .. } => "EvaluatorSaved",
+            Body::EvaluatorDeleted { .. } => "EvaluatorDeleted",
         }
     }
 }

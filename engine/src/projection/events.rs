@@ -345,7 +345,11 @@ impl Projection for EventStore {
             | Body::RecordsDeleted { .. }
             | Body::Extracted { .. }
             | Body::ExtractionRedriven { .. }
-            | Body::SpanIngested { .. } => {}
+            | Body::SpanIngested { .. }
+            | Body::EvaluationRecorded { .. }
+            | Body::EvaluationRunSaved { .. }
+            | Body::EvaluatorSaved { .. }
+            | Body::EvaluatorDeleted { .. } => {}
         }
         Ok(())
     }

@@ -204,7 +204,11 @@ impl Projection for RecordStore {
             | Body::RecordsDeleted { .. }
             | Body::Extracted { .. }
             | Body::ExtractionRedriven { .. }
-            | Body::SpanIngested { .. } => {}
+            | Body::SpanIngested { .. }
+            | Body::EvaluationRecorded { .. }
+            | Body::EvaluationRunSaved { .. }
+            | Body::EvaluatorSaved { .. }
+            | Body::EvaluatorDeleted { .. } => {}
         }
         Ok(())
     }

@@ -63,10 +63,18 @@ pub enum Table {
     SessionTraces,
     /// session → session row.
     TraceSessions,
+    /// run \0 evaluator \0 session \0 trace \0 span → LSN (see [`crate::evaluation`]).
+    EvalResults,
+    /// judge cache key → LSN of the first answer.
+    JudgeCache,
+    /// batch run id → run JSON.
+    EvalRuns,
+    /// custom evaluator id → evaluator JSON.
+    Evaluators,
 }
 
 impl Table {
-    pub const ALL: [Table; 19] = [
+    pub const ALL: [Table; 23] = [
         Table::Log,
         Table::Meta,
         Table::Memories,
@@ -86,6 +94,10 @@ impl Table {
         Table::Traces,
         Table::SessionTraces,
         Table::TraceSessions,
+        Table::EvalResults,
+        Table::JudgeCache,
+        Table::EvalRuns,
+        Table::Evaluators,
     ];
 
     pub fn name(self) -> &'static str {
@@ -109,6 +121,10 @@ impl Table {
             Table::Traces => "traces",
             Table::SessionTraces => "session_traces",
             Table::TraceSessions => "trace_sessions",
+            Table::EvalResults => "eval_results",
+            Table::JudgeCache => "judge_cache",
+            Table::EvalRuns => "eval_runs",
+            Table::Evaluators => "evaluators",
         }
     }
 
@@ -134,6 +150,10 @@ impl Table {
             Table::Traces => 17,
             Table::SessionTraces => 18,
             Table::TraceSessions => 19,
+            Table::EvalResults => 20,
+            Table::JudgeCache => 21,
+            Table::EvalRuns => 22,
+            Table::Evaluators => 23,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! memlog's evaluation side. So far: ingesting agent traces (OTLP) and rebuilding the
-//! sessions, turns and tool calls that evaluators score.
+//! memlog's evaluation side: ingesting agent traces (OTLP), rebuilding the sessions, turns
+//! and tool calls that evaluators score, the vocabulary of evaluation results, and the
+//! deterministic (code) evaluators. LLM-judged evaluators are catalogued here, not run.
 //!
 //! ```text
 //!  OTLP protobuf / JSON ──▶ otlp::decode_* ──▶ mapping::map ──▶ Vec<Span> ──▶ assemble ──▶ Vec<Session>
@@ -42,9 +43,15 @@
 //!   legacy) and OpenInference; its documentation lists every attribute read.
 //! - [`assemble`](mod@assemble): spans to [`assemble::Session`]s of [`assemble::Trace`]s
 //!   with their span trees, user input, final output, tool calls and token totals.
+//! - [`evaluator`]: what evaluators say and about what: levels, targets, results, rating
+//!   scales, and the catalog of built-in LLM judges.
+//! - [`code`]: deterministic evaluators over sessions (trajectories, tool arguments,
+//!   latency and token budgets, output regex and JSON schema).
 
 pub mod assemble;
+pub mod code;
 mod error;
+pub mod evaluator;
 pub mod mapping;
 pub mod otlp;
 pub use memlog_engine::span;

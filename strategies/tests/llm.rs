@@ -799,11 +799,16 @@ fn llm_consolidation_accuracy() {
         role: memlog_engine::types::Role::User,
         text: text.to_owned(),
     };
+    let extract_failed = std::cell::Cell::new(0u32);
     let statements = |text: &str, t: &mut Transcript| -> Vec<String> {
         let mut out = Vec::new();
         for kind in [Kind::Semantic, Kind::UserPreference] {
-            if let Ok(list) = prompted::extract(&llm, kind, &[turn(text)], None, t) {
-                out.extend(list.into_iter().map(|e| e.text));
+            match prompted::extract(&llm, kind, &[turn(text)], None, t) {
+                Ok(list) => out.extend(list.into_iter().map(|e| e.text)),
+                Err(e) => {
+                    println!("extraction failed: {e}");
+                    extract_failed.set(extract_failed.get() + 1);
+                }
             }
         }
         out
@@ -853,9 +858,13 @@ fn llm_consolidation_accuracy() {
         );
     }
     println!(
-        "LLM ({}) consolidation accuracy: {right}/{} = {:.3} ({failed} unreadable answers)",
-        llm.model(),
+        "LLM ({}) consolidation accuracy: {right}/{} = {:.3} ({failed} unreadable answers, \
+         {} failed extractions)",
+        // The server runs under a fixed alias; the file says which model it was.
+        gguf.file_name()
+            .map_or_else(|| llm.model().into(), |f| f.to_string_lossy()),
         pairs.len(),
-        f64::from(right) / pairs.len() as f64
+        f64::from(right) / pairs.len() as f64,
+        extract_failed.get()
     );
 }

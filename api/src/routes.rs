@@ -527,6 +527,17 @@ pub fn router(state: AppState) -> axum::Router {
     router
         .route("/v1/traces", axum::routing::post(crate::traces::ingest))
         .route(
+            "/evaluators/create",
+            axum::routing::post(crate::evaluations::create),
+        )
+        .route("/evaluators", axum::routing::post(crate::evaluations::list))
+        .route(
+            "/evaluators/{evaluator_id}",
+            axum::routing::get(crate::evaluations::get)
+                .put(crate::evaluations::update)
+                .delete(crate::evaluations::delete),
+        )
+        .route(
             "/v1/sessions",
             axum::routing::get(crate::traces::list_sessions),
         )

@@ -1,6 +1,6 @@
 //! memlog's evaluation side: ingesting agent traces (OTLP), rebuilding the sessions, turns
 //! and tool calls that evaluators score, the vocabulary of evaluation results, and the
-//! deterministic (code) evaluators. LLM-judged evaluators are catalogued here, not run.
+//! deterministic (code) evaluators and the LLM judges.
 //!
 //! ```text
 //!  OTLP protobuf / JSON ──▶ otlp::decode_* ──▶ mapping::map ──▶ Vec<Span> ──▶ assemble ──▶ Vec<Session>
@@ -47,11 +47,16 @@
 //!   scales, and the catalog of built-in LLM judges.
 //! - [`code`]: deterministic evaluators over sessions (trajectories, tool arguments,
 //!   latency and token budgets, output regex and JSON schema).
+//! - [`judge`]: LLM judges, built-in and custom: prompts per level (`prompts/*.jinja`),
+//!   not-applicable targets, the judge cache key, one structured call per target, and the
+//!   same result rebuilt from a logged exchange.
 
 pub mod assemble;
+pub mod batch;
 pub mod code;
 mod error;
 pub mod evaluator;
+pub mod judge;
 pub mod mapping;
 pub mod otlp;
 pub use memlog_engine::span;

@@ -1,0 +1,218 @@
+//! Evaluators on the control plane, in AgentCore's shapes (botocore's
+//! `bedrock-agentcore-control`): CreateEvaluator, GetEvaluator, ListEvaluators,
+//! UpdateEvaluator, DeleteEvaluator.
+//!
+//! A custom evaluator is an LLM judge (`evaluatorConfig.llmAsAJudge`: instructions with
+//! level placeholders, a numerical or categorical rating scale, a model). Its definition
+//! is a log entry (`EvaluatorSaved`), like a memory's. Lambda-based (`codeBased`) and
+//! derived evaluators are refused with a clear message: memlog's code evaluators are
+//! configured per run instead (`memlog eval --config`). ListEvaluators lists the
+//! built-in judges too, as AgentCore does.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use memlog_engine::command::{Command, Outcome};
+use memlog_engine::types::{Timestamp, random_alnum};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::routes::{AppState, AwsPath, read, unexpected, write};
+use crate::wire::AwsJson;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn arn(state: &AppState, id: &str) -> String {
+    if id.starts_with("Builtin.") {
+        format!("arn:aws:bedrock-agentcore:::evaluator/{id}")
+    } else {
+        format!(
+            "arn:aws:bedrock-agentcore:{}:{}:evaluator/{id}",
+            state.arn.region, state.arn.account
+        )
+    }
+}
+
+fn name_ok(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.len() <= 48
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks an `evaluatorConfig` + `level` and returns them as stored.
+fn checked_config(config: &Value, level: &str) -> ApiResult<Value> {
+    if !matches!(level, "SESSION" | "TRACE" | "TOOL_CALL") {
+        return Err(ApiError::Validation(format!(
+            "level must be SESSION, TRACE or TOOL_CALL, got {level}"
+        )));
+    }
+    if config.get("llmAsAJudge").is_none() {
+        return Err(ApiError::Validation(
+            if config.get("codeBased").is_some() {
+                "codeBased (Lambda) evaluators are not supported: memlog's code evaluators are \
+                 configured per run (memlog eval --config)"
+            } else if config.get("derived").is_some() {
+                "derived evaluators are not supported yet: create an llmAsAJudge evaluator"
+            } else {
+                "evaluatorConfig.llmAsAJudge is required"
+            }
+            .into(),
+        ));
+    }
+    memlog_evals::batch::custom_judge(&json!({
+        "evaluatorId": "check", "evaluatorName": "check", "level": level,
+        "evaluatorConfig": config,
+    }))
+    .map_err(|e| ApiError::Validation(format!("evaluatorConfig.llmAsAJudge: {e}")))?;
+    Ok(config.clone())
+}
+
+/// CreateEvaluator: `POST /evaluators/create`.
+pub async fn create(
+    State(state): State<AppState>,
+    AwsJson(input): AwsJson<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let name = input
+        .get("evaluatorName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::Validation("evaluatorName is required".into()))?;
+    if !name_ok(name) {
+        return Err(ApiError::Validation(format!(
+            "evaluatorName '{name}' must match [a-zA-Z][a-zA-Z0-9_]{{0,47}}"
+        )));
+    }
+    let level = input
+        .get("level")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::Validation("level is required".into()))?;
+    let config = checked_config(
+        input
+            .get("evaluatorConfig")
+            .ok_or_else(|| ApiError::Validation("evaluatorConfig is required".into()))?,
+        level,
+    )?;
+    let id = format!("{name}-{}", random_alnum(&mut fastrand::Rng::new(), 10));
+    let now = Timestamp::now().as_epoch_seconds();
+    let mut stored = json!({
+        "evaluatorId": id, "evaluatorName": name, "level": level,
+        "evaluatorConfig": config, "evaluatorType": "Custom", "provider": "Custom",
+        "status": "ACTIVE", "createdAt": now, "updatedAt": now,
+    });
+    if let Some(d) = input.get("description") {
+        stored["description"] = d.clone();
+    }
+    match write(&state, Command::SaveEvaluator(stored)).await? {
+        Outcome::Saved => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"evaluatorArn": arn(&state, &id), "evaluatorId": id,
+                        "createdAt": now, "status": "ACTIVE"})),
+        )),
+        o => Err(unexpected(o)),
+    }
+}
+
+fn builtin_out(state: &AppState, b: &memlog_evals::evaluator::BuiltinJudge) -> Value {
+    let id = b.id.as_str();
+    json!({
+        "evaluatorArn": arn(state, id), "evaluatorId": id, "evaluatorName": id,
+        "description": b.definition, "evaluatorType": "Builtin", "provider": "AWS",
+        "level": b.level, "status": "ACTIVE", "createdAt": 0, "updatedAt": 0,
+        "lockedForModification": true,
+    })
+}
+
+fn custom_out(state: &AppState, mut v: Value) -> Value {
+    let id = v["evaluatorId"].as_str().unwrap_or("").to_owned();
+    v["evaluatorArn"] = json!(arn(state, &id));
+    v["lockedForModification"] = json!(false);
+    v
+}
+
+/// GetEvaluator: `GET /evaluators/{evaluatorId}`.
+pub async fn get(
+    State(state): State<AppState>,
+    AwsPath(id): AwsPath<String>,
+) -> ApiResult<Json<Value>> {
+    if let Some(b) = memlog_evals::evaluator::builtin(&id) {
+        return Ok(Json(builtin_out(&state, b)));
+    }
+    let key = id.clone();
+    match read(&state, move |r| r.evaluator(&key)).await? {
+        Some(v) => Ok(Json(custom_out(&state, v))),
+        None => Err(ApiError::NotFound(format!("evaluator {id} not found"))),
+    }
+}
+
+/// ListEvaluators: `POST /evaluators` (built-ins first, then custom ones by id; one page).
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let mut out: Vec<Value> = memlog_evals::evaluator::builtins()
+        .iter()
+        .map(|b| builtin_out(&state, b))
+        .collect();
+    let custom = read(&state, |r| r.evaluators()).await?;
+    out.extend(custom.into_iter().map(|v| {
+        let mut v = custom_out(&state, v);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("evaluatorConfig");
+        }
+        v
+    }));
+    Ok(Json(json!({"evaluators": out})))
+}
+
+/// UpdateEvaluator: `PUT /evaluators/{evaluatorId}`.
+pub async fn update(
+    State(state): State<AppState>,
+    AwsPath(id): AwsPath<String>,
+    AwsJson(input): AwsJson<Value>,
+) -> ApiResult<Json<Value>> {
+    if id.starts_with("Builtin.") {
+        return Err(ApiError::Validation(format!(
+            "{id} is built in and cannot be modified"
+        )));
+    }
+    let key = id.clone();
+    let Some(mut stored) = read(&state, move |r| r.evaluator(&key)).await? else {
+        return Err(ApiError::NotFound(format!("evaluator {id} not found")));
+    };
+    if let Some(level) = input.get("level").and_then(Value::as_str) {
+        stored["level"] = json!(level);
+    }
+    if let Some(config) = input.get("evaluatorConfig") {
+        stored["evaluatorConfig"] = config.clone();
+    }
+    let level = stored["level"].as_str().unwrap_or("").to_owned();
+    stored["evaluatorConfig"] = checked_config(&stored["evaluatorConfig"], &level)?;
+    if let Some(d) = input.get("description") {
+        stored["description"] = d.clone();
+    }
+    let now = Timestamp::now().as_epoch_seconds();
+    stored["updatedAt"] = json!(now);
+    match write(&state, Command::SaveEvaluator(stored)).await? {
+        Outcome::Saved => Ok(Json(
+            json!({"evaluatorArn": arn(&state, &id), "evaluatorId": id,
+                                         "updatedAt": now, "status": "ACTIVE"}),
+        )),
+        o => Err(unexpected(o)),
+    }
+}
+
+/// DeleteEvaluator: `DELETE /evaluators/{evaluatorId}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    AwsPath(id): AwsPath<String>,
+) -> ApiResult<Json<Value>> {
+    if id.starts_with("Builtin.") {
+        return Err(ApiError::Validation(format!(
+            "{id} is built in and cannot be deleted"
+        )));
+    }
+    match write(&state, Command::DeleteEvaluator(id.clone())).await? {
+        Outcome::Saved => Ok(Json(
+            json!({"evaluatorArn": arn(&state, &id), "evaluatorId": id,
+                                         "status": "DELETING"}),
+        )),
+        o => Err(unexpected(o)),
+    }
+}

@@ -1,0 +1,551 @@
+//! Batch evaluation runs: evaluators over the sessions of ingested traces, every result
+//! into the log.
+//!
+//! A run has an id. Its results are logged under it, so running the same id again skips
+//! every (evaluator, target) already answered: a crashed or stopped run continues where
+//! it stopped. LLM judges look their question up in the log first (the judge cache:
+//! same prompt version, model, settings and rendered input) and reuse the logged answer,
+//! so re-running an evaluation is exact and makes no model call; `use_cache: false`
+//! asks again.
+//!
+//! Sessions are processed by `concurrency` threads; each session's results are committed
+//! together once all its evaluators are done.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use memlog_engine::command::{Command, Outcome};
+use memlog_engine::evaluation::{EvalTarget, Evaluation};
+use memlog_engine::llm::Llm;
+use memlog_engine::span::SessionId;
+use memlog_engine::traces::SessionRow;
+use memlog_engine::types::Timestamp;
+use memlog_engine::{Engine, Error, Result};
+
+use crate::assemble::Session;
+use crate::code::CodeEvaluator;
+use crate::evaluator::{EvalResult, Target};
+use crate::judge::{self, Judge, Prepared, Reference};
+
+/// The version logged with code evaluators' results; bump when one changes behaviour.
+pub const CODE_VERSION: &str = "code-1";
+
+/// One evaluator of a run.
+#[derive(Clone, Debug)]
+pub enum Evaluator {
+    Code(CodeEvaluator),
+    Judge(Box<Judge>),
+}
+
+impl Evaluator {
+    pub fn id(&self) -> String {
+        match self {
+            Evaluator::Code(c) => c.id().to_string(),
+            Evaluator::Judge(j) => j.id.to_string(),
+        }
+    }
+}
+
+/// Which sessions a run evaluates: the listed ids (all, if empty) whose traces ended at
+/// or after `since` (Unix nanoseconds).
+#[derive(Clone, Debug, Default)]
+pub struct SessionFilter {
+    pub ids: Vec<String>,
+    pub since_unix_nano: Option<u64>,
+}
+
+impl SessionFilter {
+    fn keeps(&self, id: &SessionId, row: &SessionRow) -> bool {
+        (self.ids.is_empty() || self.ids.iter().any(|i| i == id.as_str()))
+            && self.since_unix_nano.is_none_or(|s| row.end_unix_nano >= s)
+    }
+}
+
+/// A batch run.
+#[derive(Clone, Debug)]
+pub struct BatchConfig {
+    pub run_id: String,
+    pub name: String,
+    pub evaluators: Vec<Evaluator>,
+    pub sessions: SessionFilter,
+    /// Expected responses and trajectories, by session id.
+    pub references: BTreeMap<String, Reference>,
+    pub use_cache: bool,
+    pub concurrency: usize,
+    /// The model judges name in their cache key when they do not name their own.
+    pub default_model: String,
+}
+
+/// Progress, reported after each session.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    pub sessions_done: usize,
+    pub sessions_total: usize,
+    pub results: usize,
+    pub llm_calls: usize,
+    pub cache_hits: usize,
+}
+
+/// Per evaluator: how many results, their mean and label counts, N/A and failures.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluatorSummary {
+    pub evaluator_id: String,
+    pub total: usize,
+    pub scored: usize,
+    pub mean: Option<f64>,
+    pub not_applicable: usize,
+    pub failed: usize,
+    pub labels: BTreeMap<String, usize>,
+    /// The first few failures: target and error.
+    pub failures: Vec<String>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReport {
+    pub run_id: String,
+    pub sessions: usize,
+    /// Results written by this invocation, and results found from an earlier one.
+    pub written: usize,
+    pub resumed: usize,
+    pub llm_calls: usize,
+    pub cache_hits: usize,
+    pub evaluators: Vec<EvaluatorSummary>,
+}
+
+/// The run's status as AgentCore names it.
+fn status(report: &BatchReport) -> &'static str {
+    if report.evaluators.iter().any(|e| e.failed > 0) {
+        "COMPLETED_WITH_ERRORS"
+    } else {
+        "COMPLETED"
+    }
+}
+
+fn engine_target(t: &Target) -> EvalTarget {
+    EvalTarget {
+        session_id: t.session_id.as_str().to_owned(),
+        trace_id: t.trace_id.as_ref().map(|x| x.as_str().to_owned()),
+        span_id: t.span_id.as_ref().map(|x| x.as_str().to_owned()),
+    }
+}
+
+fn logged(
+    run: &str,
+    version: &str,
+    r: &EvalResult,
+    judge: Option<memlog_engine::evaluation::JudgeCall>,
+) -> Evaluation {
+    Evaluation {
+        run: Some(run.to_owned()),
+        evaluator_id: r.evaluator_id.to_string(),
+        evaluator_version: version.to_owned(),
+        target: engine_target(&r.target),
+        result: serde_json::to_value(r).unwrap_or(Value::Null),
+        judge,
+    }
+}
+
+struct Counters {
+    done: AtomicUsize,
+    results: AtomicUsize,
+    resumed: AtomicUsize,
+    llm_calls: AtomicUsize,
+    cache_hits: AtomicUsize,
+}
+
+/// Runs `config` over the store: writes the run's state (IN_PROGRESS, then COMPLETED or
+/// COMPLETED_WITH_ERRORS with the summary) and every result. `llm` is needed only when a
+/// judge has to ask (a run answered entirely from the cache needs none).
+pub fn run(
+    engine: &Engine,
+    config: &BatchConfig,
+    llm: Option<&(dyn Llm + Sync)>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<BatchReport> {
+    let sessions: Vec<SessionId> = engine
+        .reader()?
+        .trace_sessions()?
+        .into_iter()
+        .filter(|(id, row)| config.sessions.keeps(id, row))
+        .map(|(id, _)| id)
+        .collect();
+    let evaluators: Vec<String> = config.evaluators.iter().map(Evaluator::id).collect();
+    let mut state = json!({
+        "batchEvaluationId": config.run_id,
+        "batchEvaluationName": config.name,
+        "status": "IN_PROGRESS",
+        "evaluators": evaluators.iter().map(|id| json!({"evaluatorId": id})).collect::<Vec<_>>(),
+        "sessionIds": config.sessions.ids,
+        "createdAt": Timestamp::now().as_epoch_seconds(),
+    });
+    if let Some(old) = engine.reader()?.eval_run(&config.run_id)?
+        && let Some(created) = old.get("createdAt")
+    {
+        state["createdAt"] = created.clone();
+    }
+    engine.execute(Command::SaveEvaluationRun(state.clone()))?;
+
+    let counters = Counters {
+        done: AtomicUsize::new(0),
+        results: AtomicUsize::new(0),
+        resumed: AtomicUsize::new(0),
+        llm_calls: AtomicUsize::new(0),
+        cache_hits: AtomicUsize::new(0),
+    };
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..config.concurrency.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = sessions.get(i) else { break };
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    if let Err(e) = evaluate_session(engine, config, llm, id, &counters) {
+                        if let Ok(mut slot) = first_error.lock() {
+                            slot.get_or_insert(e);
+                        }
+                        break;
+                    }
+                    counters.done.fetch_add(1, Ordering::Relaxed);
+                    progress(Progress {
+                        sessions_done: counters.done.load(Ordering::Relaxed),
+                        sessions_total: sessions.len(),
+                        results: counters.results.load(Ordering::Relaxed),
+                        llm_calls: counters.llm_calls.load(Ordering::Relaxed),
+                        cache_hits: counters.cache_hits.load(Ordering::Relaxed),
+                    });
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        state["status"] = json!("FAILED");
+        state["errorDetails"] = json!([e.to_string()]);
+        engine.execute(Command::SaveEvaluationRun(state))?;
+        return Err(e);
+    }
+    let mut report = BatchReport {
+        run_id: config.run_id.clone(),
+        sessions: sessions.len(),
+        written: counters.results.load(Ordering::Relaxed),
+        resumed: counters.resumed.load(Ordering::Relaxed),
+        llm_calls: counters.llm_calls.load(Ordering::Relaxed),
+        cache_hits: counters.cache_hits.load(Ordering::Relaxed),
+        evaluators: vec![],
+    };
+    report.evaluators = summarise(&evaluators, &results(engine, &config.run_id)?);
+    state["status"] = json!(status(&report));
+    state["updatedAt"] = json!(Timestamp::now().as_epoch_seconds());
+    state["evaluationResults"] = json!({
+        "totalNumberOfSessions": sessions.len(),
+        "numberOfSessionsCompleted": sessions.len(),
+        "numberOfSessionsInProgress": 0,
+        "numberOfSessionsFailed": 0,
+        "evaluatorSummaries": report.evaluators.iter().map(|s| json!({
+            "evaluatorId": s.evaluator_id,
+            "statistics": {"averageScore": s.mean},
+            "totalEvaluated": s.total,
+            "totalFailed": s.failed,
+        })).collect::<Vec<_>>(),
+    });
+    engine.execute(Command::SaveEvaluationRun(state))?;
+    Ok(report)
+}
+
+/// The results logged under a run, as the evaluators wrote them.
+pub fn results(engine: &Engine, run_id: &str) -> Result<Vec<EvalResult>> {
+    engine
+        .reader()?
+        .run_evaluations(Some(run_id))?
+        .into_iter()
+        .map(|e| {
+            serde_json::from_value(e.result).map_err(|err| Error::Corruption {
+                path: "evaluation results".into(),
+                message: format!("a logged result does not read back: {err}"),
+            })
+        })
+        .collect()
+}
+
+fn evaluate_session(
+    engine: &Engine,
+    config: &BatchConfig,
+    llm: Option<&(dyn Llm + Sync)>,
+    id: &SessionId,
+    counters: &Counters,
+) -> Result<()> {
+    let spans = engine.reader()?.session_spans(id)?;
+    let Some(session) = crate::assemble(&spans).into_iter().find(|s| &s.id == id) else {
+        return Ok(());
+    };
+    let reference = config
+        .references
+        .get(id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    let mut out: Vec<Evaluation> = Vec::new();
+    for evaluator in &config.evaluators {
+        match evaluator {
+            Evaluator::Code(code) => {
+                for r in crate::code::run(code, &session) {
+                    if done_before(
+                        engine,
+                        config,
+                        r.evaluator_id.as_str(),
+                        &r.target,
+                        counters,
+                    )? {
+                        continue;
+                    }
+                    out.push(logged(&config.run_id, CODE_VERSION, &r, None));
+                }
+            }
+            Evaluator::Judge(j) => {
+                out.extend(judge_session(
+                    engine, config, llm, j, &session, &reference, counters,
+                )?);
+            }
+        }
+    }
+    if !out.is_empty() {
+        let n = out.len();
+        match engine.execute(Command::RecordEvaluations(out))? {
+            Outcome::Evaluations(_) => {
+                counters.results.fetch_add(n, Ordering::Relaxed);
+            }
+            other => {
+                return Err(Error::invalid(format!("unexpected outcome {other:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn done_before(
+    engine: &Engine,
+    config: &BatchConfig,
+    evaluator: &str,
+    target: &Target,
+    counters: &Counters,
+) -> Result<bool> {
+    // A judge that was never answered (no exchange logged) is asked again.
+    let found = engine
+        .reader()?
+        .evaluation(Some(&config.run_id), evaluator, &engine_target(target))?
+        .is_some_and(|e| e.judge.is_some() || e.result.get("error").is_none());
+    if found {
+        counters.resumed.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(found)
+}
+
+fn judge_session(
+    engine: &Engine,
+    config: &BatchConfig,
+    llm: Option<&(dyn Llm + Sync)>,
+    j: &Judge,
+    session: &Session,
+    reference: &Reference,
+    counters: &Counters,
+) -> Result<Vec<Evaluation>> {
+    let mut out = Vec::new();
+    for target in judge::targets(j.level, session) {
+        let id = j.id.to_string();
+        if done_before(engine, config, &id, &target, counters)? {
+            continue;
+        }
+        let prepared: Prepared =
+            match judge::prepare(j, session, &target, reference, &config.default_model) {
+                Ok(judge::Preparation::Ask(p)) => p,
+                Ok(judge::Preparation::NotApplicable(result)) => {
+                    out.push(logged(&config.run_id, judge::PROMPT_VERSION, &result, None));
+                    continue;
+                }
+                Err(e) => {
+                    let r = EvalResult::failed(&j.id, target.clone(), e.to_string());
+                    out.push(logged(&config.run_id, judge::PROMPT_VERSION, &r, None));
+                    continue;
+                }
+            };
+        let cached = if config.use_cache {
+            engine.reader()?.judge_cached(&prepared.cache_key)?
+        } else {
+            None
+        };
+        let (result, call) = match cached.and_then(|(lsn, e)| Some((lsn, e.judge?))) {
+            Some((lsn, call)) => {
+                counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                let (r, c) = judge::from_logged(j, &prepared, &call, lsn, target);
+                (r, Some(c))
+            }
+            None => {
+                let Some(llm) = llm else {
+                    return Err(Error::invalid(format!(
+                        "{} needs an LLM (none is configured) and its answer is not in the log",
+                        j.id
+                    )));
+                };
+                counters.llm_calls.fetch_add(1, Ordering::Relaxed);
+                judge::judge(llm, j, &prepared, target)
+            }
+        };
+        out.push(logged(
+            &config.run_id,
+            &prepared.prompt_version,
+            &result,
+            call,
+        ));
+    }
+    Ok(out)
+}
+
+/// A custom evaluator as stored by CreateEvaluator (`evaluatorId`, `evaluatorName`,
+/// `level`, `evaluatorConfig.llmAsAJudge` with `instructions`, `ratingScale` and
+/// `modelConfig`) as a judge. The model's `modelId` is asked instead of the configured
+/// one; `inferenceConfig.maxTokens` / `temperature` (or the responses config's
+/// `maxOutputTokens` / `temperature`) are used when given.
+pub fn custom_judge(stored: &Value) -> std::result::Result<Judge, String> {
+    let text = |v: &Value, k: &str| -> std::result::Result<String, String> {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{k} is required"))
+    };
+    let id = text(stored, "evaluatorId")?;
+    let name = text(stored, "evaluatorName")?;
+    let level: crate::evaluator::Level =
+        serde_json::from_value(stored.get("level").cloned().unwrap_or(Value::Null))
+            .map_err(|_| "level must be SESSION, TRACE or TOOL_CALL".to_owned())?;
+    let config = stored
+        .get("evaluatorConfig")
+        .and_then(|c| c.get("llmAsAJudge"))
+        .ok_or("evaluatorConfig.llmAsAJudge is required")?;
+    let scale: crate::evaluator::RatingScale =
+        serde_json::from_value(config.get("ratingScale").cloned().unwrap_or(Value::Null))
+            .map_err(|e| format!("ratingScale: {e}"))?;
+    let mut judge = Judge::custom(
+        crate::evaluator::EvaluatorId::new(id),
+        name,
+        level,
+        text(config, "instructions")?,
+        scale,
+    )
+    .map_err(|e| e.to_string())?;
+    let model = config.get("modelConfig");
+    let bedrock = model.and_then(|m| m.get("bedrockEvaluatorModelConfig"));
+    let responses = model.and_then(|m| m.get("responsesEvaluatorModelConfig"));
+    if let Some(m) = bedrock
+        .or(responses)
+        .and_then(|m| m.get("modelId"))
+        .and_then(Value::as_str)
+    {
+        judge = judge.with_model(m);
+    }
+    let inference = bedrock.and_then(|b| b.get("inferenceConfig"));
+    let max_tokens = inference
+        .and_then(|i| i.get("maxTokens"))
+        .or_else(|| responses.and_then(|r| r.get("maxOutputTokens")))
+        .and_then(Value::as_u64);
+    if let Some(n) = max_tokens {
+        judge = judge.with_max_tokens(n.clamp(1, u64::from(u32::MAX)) as u32);
+    }
+    let temperature = inference
+        .or(responses)
+        .and_then(|i| i.get("temperature"))
+        .and_then(Value::as_f64);
+    if let Some(t) = temperature {
+        judge = judge.with_temperature(t as f32);
+    }
+    judge.check().map_err(|e| e.to_string())?;
+    Ok(judge)
+}
+
+/// Sums results up per evaluator, in the order given.
+pub fn summarise(evaluators: &[String], results: &[EvalResult]) -> Vec<EvaluatorSummary> {
+    const FAILURES_SHOWN: usize = 5;
+    evaluators
+        .iter()
+        .map(|id| {
+            let mut s = EvaluatorSummary {
+                evaluator_id: id.clone(),
+                ..EvaluatorSummary::default()
+            };
+            let mut sum = 0.0;
+            for r in results.iter().filter(|r| r.evaluator_id.as_str() == id) {
+                s.total += 1;
+                if r.not_applicable {
+                    s.not_applicable += 1;
+                } else if let Some(e) = &r.error {
+                    s.failed += 1;
+                    if s.failures.len() < FAILURES_SHOWN {
+                        s.failures.push(format!("{}: {e}", describe(&r.target)));
+                    }
+                } else if let Some(v) = r.value {
+                    s.scored += 1;
+                    sum += v;
+                }
+                if let Some(l) = &r.label {
+                    *s.labels.entry(l.clone()).or_default() += 1;
+                }
+            }
+            s.mean = (s.scored > 0).then(|| sum / s.scored as f64);
+            s
+        })
+        .collect()
+}
+
+fn describe(t: &Target) -> String {
+    let mut s = format!("session {}", t.session_id);
+    if let Some(tr) = &t.trace_id {
+        s.push_str(&format!(" trace {tr}"));
+    }
+    if let Some(sp) = &t.span_id {
+        s.push_str(&format!(" span {sp}"));
+    }
+    s
+}
+
+/// The Markdown summary of a run: per evaluator, mean, distribution and failures.
+pub fn markdown(report: &BatchReport) -> String {
+    let mut md = format!(
+        "# Evaluation run `{}`\n\n{} sessions; {} results written, {} found from an earlier \
+         invocation; {} LLM calls, {} answers from the judge cache.\n\n\
+         | evaluator | results | mean | N/A | failed | labels |\n|---|---|---|---|---|---|\n",
+        report.run_id,
+        report.sessions,
+        report.written,
+        report.resumed,
+        report.llm_calls,
+        report.cache_hits
+    );
+    for e in &report.evaluators {
+        let labels: Vec<String> = e.labels.iter().map(|(l, n)| format!("{l} {n}")).collect();
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            e.evaluator_id,
+            e.total,
+            e.mean.map_or_else(|| "–".to_owned(), |m| format!("{m:.3}")),
+            e.not_applicable,
+            e.failed,
+            labels.join(", ")
+        ));
+    }
+    let failures: Vec<&String> = report.evaluators.iter().flat_map(|e| &e.failures).collect();
+    if !failures.is_empty() {
+        md.push_str("\n## Failures (first few per evaluator)\n\n");
+        for f in failures {
+            md.push_str(&format!("- {f}\n"));
+        }
+    }
+    md
+}

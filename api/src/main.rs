@@ -435,6 +435,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
         None => EvalConfig::default(),
     };
+    let engine = open_engine(&args.store, None)?;
     let mut evaluators = Vec::new();
     for id in &args.evaluators {
         if let Some(code) = config.evaluators.iter().find(|c| c.id().as_str() == id) {
@@ -444,9 +445,13 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             evaluators.push(Evaluator::Judge(Box::new(
                 memlog_evals::judge::Judge::builtin(b),
             )));
+        } else if let Some(stored) = engine.reader()?.evaluator(id)? {
+            let judge = batch::custom_judge(&stored).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+            evaluators.push(Evaluator::Judge(Box::new(judge)));
         } else {
             anyhow::bail!(
-                "unknown evaluator {id}: not a built-in judge, and not a code evaluator in --config"
+                "unknown evaluator {id}: not a built-in judge, a code evaluator in --config, \
+                 or a custom evaluator created with CreateEvaluator"
             );
         }
     }
@@ -472,7 +477,6 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let engine = open_engine(&args.store, None)?;
     let cfg = BatchConfig {
         run_id: run_id.clone(),
         name: run_id.clone(),

@@ -140,3 +140,61 @@ def test_malformed_otlp_is_refused_and_writes_nothing():
     status, body = post("/v1/traces", b"{}", "text/plain")
     assert status == 415, body
     assert get("/v1/sessions")["sessions"] == before
+
+
+def control():
+    import boto3
+
+    return boto3.client(
+        "bedrock-agentcore-control", endpoint_url=URL, region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test",
+    )
+
+
+JUDGE = {
+    "llmAsAJudge": {
+        "instructions": "Does the answer {assistant_turn} address the request in {context}?",
+        "ratingScale": {"categorical": [
+            {"label": "Yes", "definition": "It does."},
+            {"label": "No", "definition": "It does not."},
+        ]},
+        "modelConfig": {"bedrockEvaluatorModelConfig": {"modelId": "judge-model"}},
+    }
+}
+
+
+def test_custom_evaluators_through_boto3():
+    from botocore.exceptions import ClientError
+
+    c = control()
+    created = c.create_evaluator(evaluatorName="answers_request", level="TRACE",
+                                 evaluatorConfig=JUDGE, description="mine")
+    eid = created["evaluatorId"]
+    assert eid.startswith("answers_request-") and created["status"] == "ACTIVE"
+    got = c.get_evaluator(evaluatorId=eid)
+    assert got["evaluatorName"] == "answers_request" and got["level"] == "TRACE"
+    assert got["evaluatorConfig"]["llmAsAJudge"]["instructions"].startswith("Does the answer")
+    listed = {e["evaluatorId"]: e for e in c.list_evaluators()["evaluators"]}
+    assert eid in listed and listed["Builtin.Helpfulness"]["evaluatorType"] == "Builtin"
+    c.update_evaluator(evaluatorId=eid, description="changed")
+    assert c.get_evaluator(evaluatorId=eid)["description"] == "changed"
+    assert c.get_evaluator(evaluatorId="Builtin.GoalSuccessRate")["level"] == "SESSION"
+
+    # A placeholder the level does not offer, a Lambda evaluator, a bad name.
+    bad = {"llmAsAJudge": dict(JUDGE["llmAsAJudge"], instructions="Judge {tool_turn}.")}
+    for kwargs in [
+        dict(evaluatorName="bad_placeholder", level="TRACE", evaluatorConfig=bad),
+        dict(evaluatorName="lambda_one", level="TRACE",
+             evaluatorConfig={"codeBased": {"lambdaConfig": {"lambdaArn": "arn:aws:lambda:x"}}}),
+    ]:
+        try:
+            c.create_evaluator(**kwargs)
+            raise AssertionError(f"accepted {kwargs}")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ValidationException", e.response
+    c.delete_evaluator(evaluatorId=eid)
+    try:
+        c.get_evaluator(evaluatorId=eid)
+        raise AssertionError("deleted evaluator still there")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "ResourceNotFoundException"

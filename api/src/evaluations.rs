@@ -8,6 +8,11 @@
 //! derived evaluators are refused with a clear message: memlog's code evaluators are
 //! configured per run instead (`memlog eval --config`). ListEvaluators lists the
 //! built-in judges too, as AgentCore does.
+//!
+//! Batch evaluations on the data plane (`bedrock-agentcore`): StartBatchEvaluation runs
+//! judges over ingested sessions in the background (the same runner as `memlog eval`,
+//! judge cache on), GetBatchEvaluation and ListBatchEvaluations read the run's logged
+//! state. Ground truth in `evaluationMetadata` is not read yet.
 
 use axum::Json;
 use axum::extract::State;
@@ -215,4 +220,164 @@ pub async fn delete(
         )),
         o => Err(unexpected(o)),
     }
+}
+
+// ---- batch evaluations (data plane) ---------------------------------------------------
+
+fn run_arn(state: &AppState, id: &str) -> String {
+    format!(
+        "arn:aws:bedrock-agentcore:{}:{}:batch-evaluation/{id}",
+        state.arn.region, state.arn.account
+    )
+}
+
+fn run_out(state: &AppState, mut run: Value) -> Value {
+    let id = run["batchEvaluationId"].as_str().unwrap_or("").to_owned();
+    run["batchEvaluationArn"] = json!(run_arn(state, &id));
+    run
+}
+
+/// Seconds (boto3 sends epoch seconds, possibly fractional) to Unix nanoseconds.
+fn nanos(v: Option<&Value>) -> Option<u64> {
+    v.and_then(Value::as_f64).map(|s| (s.max(0.0) * 1e9) as u64)
+}
+
+/// StartBatchEvaluation: `POST /evaluations/batch-evaluate`. The sessions are those of
+/// ingested traces, narrowed by `dataSourceConfig.cloudWatchLogs.filterConfig`
+/// (`sessionIds`, `timeRange`); the CloudWatch names themselves have no meaning here. The
+/// run goes on in the background; GetBatchEvaluation shows its state.
+pub async fn start_batch(
+    State(state): State<AppState>,
+    AwsJson(input): AwsJson<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let name = input
+        .get("batchEvaluationName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::Validation("batchEvaluationName is required".into()))?;
+    if !name_ok(name) {
+        return Err(ApiError::Validation(format!(
+            "batchEvaluationName '{name}' must match [a-zA-Z][a-zA-Z0-9_]{{0,47}}"
+        )));
+    }
+    let ids: Vec<String> = input
+        .get("evaluators")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e.get("evaluatorId").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if ids.is_empty() {
+        return Err(ApiError::Validation(
+            "evaluators must name at least one evaluatorId".into(),
+        ));
+    }
+    let mut evaluators = Vec::new();
+    for id in &ids {
+        if let Some(b) = memlog_evals::evaluator::builtin(id) {
+            evaluators.push(memlog_evals::batch::Evaluator::Judge(Box::new(
+                memlog_evals::judge::Judge::builtin(b),
+            )));
+            continue;
+        }
+        let key = id.clone();
+        let Some(stored) = read(&state, move |r| r.evaluator(&key)).await? else {
+            return Err(ApiError::NotFound(format!(
+                "evaluator {id} not found (code evaluators run through `memlog eval --config`)"
+            )));
+        };
+        let judge = memlog_evals::batch::custom_judge(&stored)
+            .map_err(|e| ApiError::Validation(format!("{id}: {e}")))?;
+        evaluators.push(memlog_evals::batch::Evaluator::Judge(Box::new(judge)));
+    }
+    let filter = input
+        .get("dataSourceConfig")
+        .and_then(|d| d.get("cloudWatchLogs"))
+        .and_then(|c| c.get("filterConfig"));
+    let sessions = memlog_evals::batch::SessionFilter {
+        ids: filter
+            .and_then(|f| f.get("sessionIds"))
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        since_unix_nano: nanos(
+            filter
+                .and_then(|f| f.get("timeRange"))
+                .and_then(|t| t.get("startTime")),
+        ),
+        until_unix_nano: nanos(
+            filter
+                .and_then(|f| f.get("timeRange"))
+                .and_then(|t| t.get("endTime")),
+        ),
+    };
+    let id = format!("{name}-{}", random_alnum(&mut fastrand::Rng::new(), 10));
+    let config = memlog_evals::batch::BatchConfig {
+        run_id: id.clone(),
+        name: name.to_owned(),
+        evaluators,
+        sessions,
+        references: Default::default(),
+        use_cache: true,
+        concurrency: 2,
+        default_model: state
+            .llm
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |l| l.model().to_owned()),
+    };
+    let now = Timestamp::now().as_epoch_seconds();
+    let pending = json!({
+        "batchEvaluationId": id, "batchEvaluationName": name, "status": "PENDING",
+        "evaluators": ids.iter().map(|e| json!({"evaluatorId": e})).collect::<Vec<_>>(),
+        "createdAt": now,
+    });
+    match write(&state, Command::SaveEvaluationRun(pending.clone())).await? {
+        Outcome::Saved => {}
+        o => return Err(unexpected(o)),
+    }
+    let (engine, llm) = (state.engine.clone(), state.llm.clone());
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = memlog_evals::batch::run(&engine, &config, llm.as_deref(), &|_| {}) {
+            tracing::warn!(run = %config.run_id, "batch evaluation failed: {e}");
+        }
+    });
+    Ok((StatusCode::ACCEPTED, Json(run_out(&state, pending))))
+}
+
+/// GetBatchEvaluation: `GET /evaluations/batch-evaluate/{batchEvaluationId}`.
+pub async fn get_batch(
+    State(state): State<AppState>,
+    AwsPath(id): AwsPath<String>,
+) -> ApiResult<Json<Value>> {
+    let key = id.clone();
+    match read(&state, move |r| r.eval_run(&key)).await? {
+        Some(run) => Ok(Json(run_out(&state, run))),
+        None => Err(ApiError::NotFound(format!(
+            "batch evaluation {id} not found"
+        ))),
+    }
+}
+
+/// ListBatchEvaluations: `GET /evaluations/batch-evaluate` (one page).
+pub async fn list_batches(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let runs = read(&state, |r| r.eval_runs()).await?;
+    let items: Vec<Value> = runs
+        .into_iter()
+        .map(|r| {
+            let r = run_out(&state, r);
+            json!({
+                "batchEvaluationId": r["batchEvaluationId"], "batchEvaluationArn": r["batchEvaluationArn"],
+                "batchEvaluationName": r["batchEvaluationName"], "status": r["status"],
+                "createdAt": r["createdAt"],
+            })
+        })
+        .collect();
+    Ok(Json(json!({"batchEvaluations": items})))
 }

@@ -484,6 +484,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         sessions: SessionFilter {
             ids: args.sessions.clone(),
             since_unix_nano: args.since.map(|s| s.saturating_mul(1_000_000_000)),
+            until_unix_nano: None,
         },
         references: config.references,
         use_cache: !args.no_cache,
@@ -499,8 +500,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     let report = batch::run(
         &engine,
         &cfg,
-        llm.as_ref()
-            .map(|l| l as &(dyn memlog_engine::llm::Llm + Sync)),
+        llm.as_ref().map(|l| l as &dyn memlog_engine::llm::Llm),
         &|p| {
             bar.set_length(p.sessions_total as u64);
             bar.set_position(p.sessions_done as u64);

@@ -32,6 +32,8 @@ pub struct AppState {
     pub embed_model: Option<std::path::PathBuf>,
     /// The strategy worker that turns events into records.
     pub worker: std::sync::Arc<memlog_strategies::Worker>,
+    /// The configured LLM (`--llm-base-url`): strategies and batch-evaluation judges.
+    pub llm: Option<std::sync::Arc<dyn memlog_engine::llm::Llm>>,
 }
 
 /// Path parameters; a bad one is a ValidationException, never a plain-text 400.
@@ -529,6 +531,15 @@ pub fn router(state: AppState) -> axum::Router {
         .route(
             "/evaluators/create",
             axum::routing::post(crate::evaluations::create),
+        )
+        .route(
+            "/evaluations/batch-evaluate",
+            axum::routing::post(crate::evaluations::start_batch)
+                .get(crate::evaluations::list_batches),
+        )
+        .route(
+            "/evaluations/batch-evaluate/{batch_evaluation_id}",
+            axum::routing::get(crate::evaluations::get_batch),
         )
         .route("/evaluators", axum::routing::post(crate::evaluations::list))
         .route(

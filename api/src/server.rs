@@ -105,7 +105,7 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
         engine.clone(),
         embedder.clone(),
         Arc::new(memlog_engine::clock::SystemClock),
-        llm,
+        llm.clone(),
     );
     // The thread ends when the router (and with it the last handle) is dropped.
     if let Err(e) = worker.start() {
@@ -117,6 +117,7 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
         embedder,
         embed_model,
         worker,
+        llm,
     };
     routes::router(state)
         .layer(DefaultBodyLimit::max(options.body_limit))

@@ -50,18 +50,21 @@ impl Evaluator {
     }
 }
 
-/// Which sessions a run evaluates: the listed ids (all, if empty) whose traces ended at
-/// or after `since` (Unix nanoseconds).
+/// Which sessions a run evaluates: the listed ids (all, if empty) with activity in
+/// `[since, until)` (Unix nanoseconds: their traces end at or after `since` and start
+/// before `until`).
 #[derive(Clone, Debug, Default)]
 pub struct SessionFilter {
     pub ids: Vec<String>,
     pub since_unix_nano: Option<u64>,
+    pub until_unix_nano: Option<u64>,
 }
 
 impl SessionFilter {
     fn keeps(&self, id: &SessionId, row: &SessionRow) -> bool {
         (self.ids.is_empty() || self.ids.iter().any(|i| i == id.as_str()))
             && self.since_unix_nano.is_none_or(|s| row.end_unix_nano >= s)
+            && self.until_unix_nano.is_none_or(|u| row.start_unix_nano < u)
     }
 }
 
@@ -166,7 +169,7 @@ struct Counters {
 pub fn run(
     engine: &Engine,
     config: &BatchConfig,
-    llm: Option<&(dyn Llm + Sync)>,
+    llm: Option<&dyn Llm>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<BatchReport> {
     let sessions: Vec<SessionId> = engine
@@ -280,7 +283,7 @@ pub fn results(engine: &Engine, run_id: &str) -> Result<Vec<EvalResult>> {
 fn evaluate_session(
     engine: &Engine,
     config: &BatchConfig,
-    llm: Option<&(dyn Llm + Sync)>,
+    llm: Option<&dyn Llm>,
     id: &SessionId,
     counters: &Counters,
 ) -> Result<()> {
@@ -298,13 +301,7 @@ fn evaluate_session(
         match evaluator {
             Evaluator::Code(code) => {
                 for r in crate::code::run(code, &session) {
-                    if done_before(
-                        engine,
-                        config,
-                        r.evaluator_id.as_str(),
-                        &r.target,
-                        counters,
-                    )? {
+                    if done_before(engine, config, r.evaluator_id.as_str(), &r.target, counters)? {
                         continue;
                     }
                     out.push(logged(&config.run_id, CODE_VERSION, &r, None));
@@ -352,7 +349,7 @@ fn done_before(
 fn judge_session(
     engine: &Engine,
     config: &BatchConfig,
-    llm: Option<&(dyn Llm + Sync)>,
+    llm: Option<&dyn Llm>,
     j: &Judge,
     session: &Session,
     reference: &Reference,

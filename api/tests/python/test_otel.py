@@ -198,3 +198,49 @@ def test_custom_evaluators_through_boto3():
         raise AssertionError("deleted evaluator still there")
     except ClientError as e:
         assert e.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_batch_evaluations_through_boto3():
+    import time
+
+    import boto3
+
+    data = boto3.client(
+        "bedrock-agentcore", endpoint_url=URL, region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test",
+    )
+
+    def start(name, session_ids=None):
+        source = {"cloudWatchLogs": {"serviceNames": ["agent-under-test"]}}
+        if session_ids is not None:
+            source["cloudWatchLogs"]["filterConfig"] = {"sessionIds": session_ids}
+        return data.start_batch_evaluation(
+            batchEvaluationName=name, evaluators=[{"evaluatorId": "Builtin.Helpfulness"}],
+            dataSourceConfig=source,
+        )
+
+    def settled(run_id):
+        for _ in range(100):
+            run = data.get_batch_evaluation(batchEvaluationId=run_id)
+            if run["status"] not in ("PENDING", "IN_PROGRESS"):
+                return run
+            time.sleep(0.1)
+        raise AssertionError(f"{run_id} did not finish: {run}")
+
+    empty = start("no_sessions", ["no-such-session"])
+    assert empty["status"] == "PENDING" and empty["batchEvaluationName"] == "no_sessions"
+    done = settled(empty["batchEvaluationId"])
+    assert done["status"] == "COMPLETED", done
+    assert done["evaluationResults"]["totalNumberOfSessions"] == 0
+
+    # This server has no LLM: a judge over a real session cannot run, and says so.
+    conversation = "conv-" + uuid.uuid4().hex[:8]
+    p = provider()
+    turn(p, conversation, "What is 2 + 2?", "4.")
+    p.shutdown()
+    needs = settled(start("needs_a_judge", [conversation])["batchEvaluationId"])
+    assert needs["status"] == "FAILED", needs
+    assert "needs an LLM" in needs["errorDetails"][0]
+
+    listed = {r["batchEvaluationId"] for r in data.list_batch_evaluations()["batchEvaluations"]}
+    assert {empty["batchEvaluationId"], needs["batchEvaluationId"]} <= listed

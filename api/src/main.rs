@@ -198,6 +198,32 @@ enum BenchCmd {
     /// The rule-based strategies through a live server: CreateEvent → retrievable record
     /// latency, and extraction throughput.
     Extract(ExtractArgs),
+    /// Evaluation: OTLP spans ingested per second (protobuf and JSON side by side),
+    /// sessions assembled per second, and a cached re-run of judged traces (one real
+    /// judge answer, the rest from the judge cache; needs --llm-base-url).
+    Eval(BenchEvalArgs),
+}
+
+#[derive(Args)]
+struct BenchEvalArgs {
+    /// Generated agent traces (about 5 spans each), ingested once per encoding.
+    #[arg(long, default_value_t = 1000)]
+    traces: usize,
+    /// Identical-content traces judged, then re-run from the judge cache.
+    #[arg(long, default_value_t = 1000)]
+    judged_traces: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    #[arg(long, default_value = "bench-out/eval")]
+    out: PathBuf,
+    /// Data directory (default: a fresh temporary directory; it must hold no traces).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// An OpenAI-compatible endpoint for the one real judge call.
+    #[arg(long, env = "MEMLOG_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
+    llm_model: String,
 }
 
 #[derive(Args)]
@@ -466,17 +492,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("eval-{run_id}")));
-    let llm: Option<memlog_strategies::llm::OpenAiCompatible> = match &args.llm_base_url {
-        Some(url) => {
-            let mut c = memlog_strategies::llm::LlmConfig::from_env().unwrap_or_else(|| {
-                memlog_strategies::llm::LlmConfig::new(url.clone(), args.llm_model.clone())
-            });
-            c.base_url = url.clone();
-            c.model = args.llm_model.clone();
-            Some(memlog_strategies::llm::OpenAiCompatible::new(c)?)
-        }
-        None => None,
-    };
+    let llm = judge_llm(args.llm_base_url.as_deref(), &args.llm_model)?;
     let cfg = BatchConfig {
         run_id: run_id.clone(),
         name: run_id.clone(),
@@ -537,6 +553,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Ann(args)) => bench_ann(args),
         Cmd::Bench(BenchCmd::Retrieve(args)) => bench_retrieve(args),
         Cmd::Bench(BenchCmd::Extract(args)) => bench_extract(args),
+        Cmd::Bench(BenchCmd::Eval(args)) => bench_eval(args),
         Cmd::Model(ModelCmd::Fetch { dest, python }) => {
             let dest = dest.unwrap_or_else(memlog_api::model::default_dir);
             memlog_api::model::fetch(&dest, &python)
@@ -927,6 +944,56 @@ fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
     println!("{md}");
     println!("reports written to {}", args.out.display());
     Ok(())
+}
+
+fn bench_eval(args: BenchEvalArgs) -> anyhow::Result<()> {
+    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
+    let engine = open_engine(
+        &StoreArgs {
+            data_dir,
+            backend: memlog_engine::store::Kind::Redb,
+        },
+        None,
+    )?;
+    let llm = judge_llm(args.llm_base_url.as_deref(), &args.llm_model)?;
+    let opts = memlog_benches::eval::EvalOptions {
+        traces: args.traces,
+        judged_traces: args.judged_traces,
+        seed: args.seed,
+        ..Default::default()
+    };
+    let report = memlog_benches::eval::run(
+        &engine,
+        &opts,
+        llm.as_ref().map(|l| l as &dyn memlog_engine::llm::Llm),
+    )?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    let md = report.markdown();
+    std::fs::write(args.out.join("report.md"), &md)?;
+    println!("{md}");
+    println!("reports written to {}", args.out.display());
+    Ok(())
+}
+
+/// The judges' LLM client for `--llm-base-url` (key from the environment).
+fn judge_llm(
+    base_url: Option<&str>,
+    model: &str,
+) -> anyhow::Result<Option<memlog_strategies::llm::OpenAiCompatible>> {
+    let Some(url) = base_url else {
+        return Ok(None);
+    };
+    let mut c = memlog_strategies::llm::LlmConfig::from_env().unwrap_or_else(|| {
+        memlog_strategies::llm::LlmConfig::new(url.to_owned(), model.to_owned())
+    });
+    c.base_url = url.to_owned();
+    c.model = model.to_owned();
+    Ok(Some(memlog_strategies::llm::OpenAiCompatible::new(c)?))
 }
 
 /// A positive, finite number of milliseconds (at most a year).

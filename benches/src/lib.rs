@@ -6,6 +6,8 @@
 //!
 //! - [`ann`]: `memlog bench ann`: the HNSW index alone, recall@10 vs QPS at several ef,
 //!   side by side with hnswlib (Python peer in `peers/`).
+//! - [`eval`]: `memlog bench eval`: OTLP span ingest (protobuf vs JSON), session assembly,
+//!   and a re-run of judged traces answered from the judge cache, in-process.
 //! - [`extract`]: `memlog bench extract`: CreateEvent → retrievable record latency and
 //!   extraction throughput of the rule-based strategies, over HTTP.
 //! - [`ingest`]: the HTTP load generator behind `memlog bench ingest`: concurrent
@@ -20,6 +22,7 @@
 //! - [`machine`]: what a run ran on (cores, CPU, memory, git commit), for reports.
 
 pub mod ann;
+pub mod eval;
 pub mod extract;
 pub mod ingest;
 pub mod locomo;

@@ -22,6 +22,7 @@
 //! - [`machine`]: what a run ran on (cores, CPU, memory, git commit), for reports.
 
 pub mod ann;
+#[cfg(feature = "eval")]
 pub mod eval;
 pub mod extract;
 pub mod ingest;

@@ -1,7 +1,9 @@
 //! `bench eval` run small on a real store: every count exact, every rate positive, and
 //! the judged traces answered by SmolLM2's recorded answer to their question (the weather
 //! turn of `evals/tests/fixtures/genai_current.json`), then re-run with no LLM at all.
-//! Timings are reported, never asserted.
+//! Timings are reported, never asserted. (The recorded answers come through
+//! memlog-strategies, the `extract` feature; the api crate turns both features on.)
+#![cfg(all(feature = "eval", feature = "extract"))]
 
 use std::path::Path;
 use std::sync::Arc;

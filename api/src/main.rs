@@ -541,6 +541,17 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store a benchmark runs on: `dir`, or a fresh temporary one (kept alive by the
+/// returned guard).
+fn bench_engine(
+    dir: Option<&std::path::Path>,
+    backend: memlog_engine::store::Kind,
+) -> anyhow::Result<(Engine, Option<tempfile::TempDir>)> {
+    let (data_dir, tmp) = memlog_benches::data_dir(dir)?;
+    let engine = open_engine(&StoreArgs { data_dir, backend }, None)?;
+    Ok((engine, tmp))
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
@@ -711,14 +722,7 @@ fn re_extract(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
-    let engine = open_engine(
-        &StoreArgs {
-            data_dir,
-            backend: args.backend,
-        },
-        None,
-    )?;
+    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), args.backend)?;
     let rt = runtime()?;
     let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -835,14 +839,7 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
     if args.sizes.is_empty() || args.sizes.contains(&0) {
         anyhow::bail!("--sizes needs positive values");
     }
-    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
-    let engine = open_engine(
-        &StoreArgs {
-            data_dir,
-            backend: memlog_engine::store::Kind::Redb,
-        },
-        None,
-    )?;
+    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
     let model = memlog_engine::embed::find_model(args.embed_model.as_deref());
     let opts = memlog_benches::retrieve::RetrieveOptions {
         sizes: args.sizes,
@@ -893,14 +890,7 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
 }
 
 fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
-    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
-    let engine = open_engine(
-        &StoreArgs {
-            data_dir,
-            backend: memlog_engine::store::Kind::Redb,
-        },
-        None,
-    )?;
+    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
     let opts = memlog_benches::extract::ExtractOptions {
         latency_events: args.latency_events.max(1),
         throughput_events: args.throughput_events.max(1),
@@ -947,14 +937,7 @@ fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
 }
 
 fn bench_eval(args: BenchEvalArgs) -> anyhow::Result<()> {
-    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
-    let engine = open_engine(
-        &StoreArgs {
-            data_dir,
-            backend: memlog_engine::store::Kind::Redb,
-        },
-        None,
-    )?;
+    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
     let llm = judge_llm(args.llm_base_url.as_deref(), &args.llm_model)?;
     let opts = memlog_benches::eval::EvalOptions {
         traces: args.traces,

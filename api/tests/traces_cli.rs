@@ -18,20 +18,10 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn ingest(dir: &std::path::Path, files: &[PathBuf]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_memlog"))
-        .arg("ingest")
-        .arg("--data-dir")
-        .arg(dir)
-        .args(files)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["ingest".as_ref(), "--data-dir".as_ref(), dir.as_os_str()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    memlog(&args)
 }
 
 #[test]

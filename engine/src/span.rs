@@ -11,42 +11,17 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-macro_rules! string_id {
-    ($(#[$m:meta])* $name:ident) => {
-        $(#[$m])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(String);
+use crate::types::id_type;
 
-        impl $name {
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-    };
-}
-
-string_id!(
+id_type!(
     /// A trace id as 32 lowercase hex digits. One trace is one turn of a session.
     TraceId
 );
-string_id!(
+id_type!(
     /// A span id as 16 lowercase hex digits.
     SpanId
 );
-string_id!(
+id_type!(
     /// The conversation a span belongs to: `gen_ai.conversation.id` or `session.id` as the
     /// producer wrote it (any non-empty string; not the engine's validated `SessionId`),
     /// or, for a trace that names none, its trace id (see `memlog_evals::assemble`).

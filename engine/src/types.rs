@@ -116,6 +116,9 @@ macro_rules! id_type {
     };
 }
 
+/// String-id newtypes elsewhere in the crate (span, trace and session ids of traces).
+pub(crate) use id_type;
+
 id_type!(
     /// A memory's id: `{name}-{10 alphanumerics}`, as AgentCore shapes them.
     MemoryId

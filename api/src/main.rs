@@ -541,15 +541,16 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The store a benchmark runs on: `dir`, or a fresh temporary one (kept alive by the
-/// returned guard).
+/// The store a benchmark runs on: `dir`, or a fresh temporary one kept by the returned
+/// guard. Bind it as `let (_tmp, engine)`: locals drop in reverse order, so the engine
+/// (and its indexer's last persist) goes before the directory does.
 fn bench_engine(
     dir: Option<&std::path::Path>,
     backend: memlog_engine::store::Kind,
-) -> anyhow::Result<(Engine, Option<tempfile::TempDir>)> {
+) -> anyhow::Result<(Option<tempfile::TempDir>, Engine)> {
     let (data_dir, tmp) = memlog_benches::data_dir(dir)?;
     let engine = open_engine(&StoreArgs { data_dir, backend }, None)?;
-    Ok((engine, tmp))
+    Ok((tmp, engine))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -722,7 +723,7 @@ fn re_extract(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), args.backend)?;
+    let (_tmp, engine) = bench_engine(args.data_dir.as_deref(), args.backend)?;
     let rt = runtime()?;
     let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -839,7 +840,7 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
     if args.sizes.is_empty() || args.sizes.contains(&0) {
         anyhow::bail!("--sizes needs positive values");
     }
-    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
+    let (_tmp, engine) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
     let model = memlog_engine::embed::find_model(args.embed_model.as_deref());
     let opts = memlog_benches::retrieve::RetrieveOptions {
         sizes: args.sizes,
@@ -890,7 +891,7 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
 }
 
 fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
-    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
+    let (_tmp, engine) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
     let opts = memlog_benches::extract::ExtractOptions {
         latency_events: args.latency_events.max(1),
         throughput_events: args.throughput_events.max(1),
@@ -937,7 +938,7 @@ fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
 }
 
 fn bench_eval(args: BenchEvalArgs) -> anyhow::Result<()> {
-    let (engine, _tmp) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
+    let (_tmp, engine) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
     let llm = judge_llm(args.llm_base_url.as_deref(), &args.llm_model)?;
     let opts = memlog_benches::eval::EvalOptions {
         traces: args.traces,

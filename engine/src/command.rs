@@ -121,6 +121,10 @@ pub enum Command {
     /// A custom evaluator's full new definition (`evaluatorId` names it).
     SaveEvaluator(serde_json::Value),
     DeleteEvaluator(String),
+    /// An online evaluation config's full new definition (`onlineEvaluationConfigId`
+    /// names it).
+    SaveOnlineConfig(serde_json::Value),
+    DeleteOnlineConfig(String),
 }
 
 /// One record to create. The embedding is computed by the caller, before the command is
@@ -872,6 +876,32 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
             Ok((
                 vec![Body::EvaluatorDeleted {
                     evaluator_id: id.clone(),
+                }],
+                Outcome::Saved,
+            ))
+        }
+        Command::SaveOnlineConfig(config) => {
+            require_id(config, "onlineEvaluationConfigId")?;
+            Ok((
+                vec![Body::OnlineConfigSaved {
+                    config: config.clone(),
+                }],
+                Outcome::Saved,
+            ))
+        }
+        Command::DeleteOnlineConfig(id) => {
+            if ctx
+                .txn
+                .get(crate::store::Table::OnlineConfigs, id.as_bytes())?
+                .is_none()
+            {
+                return Err(Error::not_found(format!(
+                    "online evaluation config {id} not found"
+                )));
+            }
+            Ok((
+                vec![Body::OnlineConfigDeleted {
+                    config_id: id.clone(),
                 }],
                 Outcome::Saved,
             ))

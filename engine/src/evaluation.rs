@@ -13,6 +13,7 @@
 //! judge_cache    cache key                                      → LSN of the first entry with it
 //! eval_runs      run id                                         → the run's JSON
 //! evaluators     evaluator id                                   → the custom evaluator's JSON
+//! online_configs config id                                      → the online evaluation config's JSON
 //! ```
 //!
 //! (`run` is empty for results outside a batch run; ids contain no `\0`: the api
@@ -38,6 +39,7 @@ const TABLES: &[Table] = &[
     Table::JudgeCache,
     Table::EvalRuns,
     Table::Evaluators,
+    Table::OnlineConfigs,
 ];
 
 /// What an evaluation is about: a session, one of its traces, or one span (tool call).
@@ -165,6 +167,17 @@ impl Projection for EvaluationStore {
             Body::EvaluatorDeleted { evaluator_id } => {
                 txn.delete(Table::Evaluators, evaluator_id.as_bytes().to_vec());
             }
+            Body::OnlineConfigSaved { config } => {
+                let id = id_of(config, "onlineEvaluationConfigId")?;
+                txn.put(
+                    Table::OnlineConfigs,
+                    id.as_bytes().to_vec(),
+                    serde_json::to_vec(config).unwrap_or_default(),
+                );
+            }
+            Body::OnlineConfigDeleted { config_id } => {
+                txn.delete(Table::OnlineConfigs, config_id.as_bytes().to_vec());
+            }
             Body::MemoryCreated { .. }
             | Body::MemoryUpdated { .. }
             | Body::MemoryDeleted { .. }
@@ -264,5 +277,14 @@ impl Reader<'_> {
 
     pub fn evaluator(&self, id: &str) -> Result<Option<Value>> {
         self.json_row(Table::Evaluators, id, "evaluator")
+    }
+
+    /// Online evaluation configs, by id.
+    pub fn online_configs(&self) -> Result<Vec<Value>> {
+        self.json_rows(Table::OnlineConfigs, "online evaluation config")
+    }
+
+    pub fn online_config(&self, id: &str) -> Result<Option<Value>> {
+        self.json_row(Table::OnlineConfigs, id, "online evaluation config")
     }
 }

@@ -396,6 +396,8 @@ impl Projection for ExtractionState {
             | Body::EvaluationRunSaved { .. }
             | Body::EvaluatorSaved { .. }
             | Body::EvaluatorDeleted { .. }
+            | Body::OnlineConfigSaved { .. }
+            | Body::OnlineConfigDeleted { .. }
             | Body::EventExpired { .. }
             | Body::RecordsCreated { .. }
             | Body::RecordsUpdated { .. }

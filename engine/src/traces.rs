@@ -253,7 +253,9 @@ impl Projection for TraceStore {
             | Body::EvaluationRecorded { .. }
             | Body::EvaluationRunSaved { .. }
             | Body::EvaluatorSaved { .. }
-            | Body::EvaluatorDeleted { .. } => Ok(()),
+            | Body::EvaluatorDeleted { .. }
+            | Body::OnlineConfigSaved { .. }
+            | Body::OnlineConfigDeleted { .. } => Ok(()),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The evaluation projection: results found by run and target, judge answers found by
-//! cache key (the first one, not a reuse), runs and custom evaluators saved and deleted;
-//! all of it the same after a restart and a replay.
+//! cache key (the first one, not a reuse), runs, custom evaluators and online configs saved
+//! and deleted; all of it the same after a restart and a replay.
 
 use std::sync::Arc;
 
@@ -99,6 +99,24 @@ fn results_runs_and_evaluators_round_trip() {
         engine.execute(Command::SaveEvaluator(json!({"evaluatorName": "no id"}))),
         Err(Error::Invalid(_))
     ));
+    for (id, status) in [("on-1", "ENABLED"), ("on-2", "ENABLED"), ("on-1", "DISABLED")] {
+        engine
+            .execute(Command::SaveOnlineConfig(
+                json!({"onlineEvaluationConfigId": id, "executionStatus": status}),
+            ))
+            .unwrap();
+    }
+    engine
+        .execute(Command::DeleteOnlineConfig("on-2".into()))
+        .unwrap();
+    assert!(matches!(
+        engine.execute(Command::DeleteOnlineConfig("on-2".into())),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        engine.execute(Command::SaveOnlineConfig(json!({"name": "no id"}))),
+        Err(Error::Invalid(_))
+    ));
 
     let check = |engine: &Engine| {
         let r = engine.reader().unwrap();
@@ -125,6 +143,10 @@ fn results_runs_and_evaluators_round_trip() {
             .is_none()
         );
         assert_eq!(r.eval_run("run-1").unwrap().unwrap()["status"], "COMPLETED");
+        let online = r.online_configs().unwrap();
+        assert_eq!(online.len(), 1, "{online:?}");
+        assert_eq!(online[0]["executionStatus"], "DISABLED");
+        assert!(r.online_config("on-2").unwrap().is_none());
         let evaluators = r.evaluators().unwrap();
         assert_eq!(evaluators.len(), 1);
         assert_eq!(evaluators[0]["evaluatorId"], "mine-1");

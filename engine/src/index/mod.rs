@@ -855,7 +855,9 @@ impl SearchIndex {
             | Body::EvaluationRecorded { .. }
             | Body::EvaluationRunSaved { .. }
             | Body::EvaluatorSaved { .. }
-            | Body::EvaluatorDeleted { .. } => Ok(false),
+            | Body::EvaluatorDeleted { .. }
+            | Body::OnlineConfigSaved { .. }
+            | Body::OnlineConfigDeleted { .. } => Ok(false),
         }
     }
 

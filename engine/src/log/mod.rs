@@ -108,6 +108,13 @@ pub enum Body {
     EvaluatorDeleted {
         evaluator_id: String,
     },
+    /// An online evaluation config's full new definition.
+    OnlineConfigSaved {
+        config: serde_json::Value,
+    },
+    OnlineConfigDeleted {
+        config_id: String,
+    },
 }
 
 impl Body {
@@ -150,6 +157,8 @@ impl Body {
             Body::EvaluationRunSaved { .. } => "EvaluationRunSaved",
             Body::EvaluatorSaved { .. } => "EvaluatorSaved",
             Body::EvaluatorDeleted { .. } => "EvaluatorDeleted",
+            Body::OnlineConfigSaved { .. } => "OnlineConfigSaved",
+            Body::OnlineConfigDeleted { .. } => "OnlineConfigDeleted",
         }
     }
 }

@@ -349,7 +349,9 @@ impl Projection for EventStore {
             | Body::EvaluationRecorded { .. }
             | Body::EvaluationRunSaved { .. }
             | Body::EvaluatorSaved { .. }
-            | Body::EvaluatorDeleted { .. } => {}
+            | Body::EvaluatorDeleted { .. }
+            | Body::OnlineConfigSaved { .. }
+            | Body::OnlineConfigDeleted { .. } => {}
         }
         Ok(())
     }

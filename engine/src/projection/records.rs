@@ -208,7 +208,9 @@ impl Projection for RecordStore {
             | Body::EvaluationRecorded { .. }
             | Body::EvaluationRunSaved { .. }
             | Body::EvaluatorSaved { .. }
-            | Body::EvaluatorDeleted { .. } => {}
+            | Body::EvaluatorDeleted { .. }
+            | Body::OnlineConfigSaved { .. }
+            | Body::OnlineConfigDeleted { .. } => {}
         }
         Ok(())
     }

@@ -71,10 +71,12 @@ pub enum Table {
     EvalRuns,
     /// custom evaluator id → evaluator JSON.
     Evaluators,
+    /// online evaluation config id → config JSON.
+    OnlineConfigs,
 }
 
 impl Table {
-    pub const ALL: [Table; 23] = [
+    pub const ALL: [Table; 24] = [
         Table::Log,
         Table::Meta,
         Table::Memories,
@@ -98,6 +100,7 @@ impl Table {
         Table::JudgeCache,
         Table::EvalRuns,
         Table::Evaluators,
+        Table::OnlineConfigs,
     ];
 
     pub fn name(self) -> &'static str {
@@ -125,6 +128,7 @@ impl Table {
             Table::JudgeCache => "judge_cache",
             Table::EvalRuns => "eval_runs",
             Table::Evaluators => "evaluators",
+            Table::OnlineConfigs => "online_configs",
         }
     }
 
@@ -154,6 +158,7 @@ impl Table {
             Table::JudgeCache => 21,
             Table::EvalRuns => 22,
             Table::Evaluators => 23,
+            Table::OnlineConfigs => 24,
         }
     }
 }

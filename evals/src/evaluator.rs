@@ -133,6 +133,11 @@ impl EvaluatorId {
     pub const TOKEN_BUDGET: EvaluatorId = EvaluatorId::from_static("memlog.TokenBudget");
     pub const OUTPUT_REGEX: EvaluatorId = EvaluatorId::from_static("memlog.OutputRegex");
     pub const OUTPUT_JSON_SCHEMA: EvaluatorId = EvaluatorId::from_static("memlog.OutputJsonSchema");
+    pub const RETRIEVAL_RELEVANCE: EvaluatorId =
+        EvaluatorId::from_static("memlog.RetrievalRelevance");
+    pub const RETRIEVAL_RECALL: EvaluatorId = EvaluatorId::from_static("memlog.RetrievalRecall");
+    pub const EXTRACTION_PRECISION: EvaluatorId =
+        EvaluatorId::from_static("memlog.ExtractionPrecision");
 
     pub fn new(id: impl Into<String>) -> EvaluatorId {
         EvaluatorId(Cow::Owned(id.into()))

@@ -50,6 +50,8 @@
 //! - [`judge`]: LLM judges, built-in and custom: prompts per level (`prompts/*.jinja`),
 //!   not-applicable targets, the judge cache key, one structured call per target, and the
 //!   same result rebuilt from a logged exchange.
+//! - [`memory`]: memory-quality evaluators: relevance (LLM judge) and recall of the memory
+//!   records a trace retrieved, and the precision of extracted records against labelled facts.
 
 pub mod assemble;
 pub mod batch;
@@ -58,6 +60,7 @@ mod error;
 pub mod evaluator;
 pub mod judge;
 pub mod mapping;
+pub mod memory;
 pub mod otlp;
 pub use memlog_engine::span;
 

@@ -27,7 +27,8 @@ use crate::wire::AwsJson;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn arn(state: &AppState, id: &str) -> String {
+/// An evaluator's ARN (built-ins have no region or account, as in AgentCore).
+pub(crate) fn evaluator_arn(state: &AppState, id: &str) -> String {
     if id.starts_with("Builtin.") {
         format!("arn:aws:bedrock-agentcore:::evaluator/{id}")
     } else {
@@ -110,8 +111,10 @@ pub async fn create(
     match write(&state, Command::SaveEvaluator(stored)).await? {
         Outcome::Saved => Ok((
             StatusCode::ACCEPTED,
-            Json(json!({"evaluatorArn": arn(&state, &id), "evaluatorId": id,
-                        "createdAt": now, "status": "ACTIVE"})),
+            Json(
+                json!({"evaluatorArn": evaluator_arn(&state, &id), "evaluatorId": id,
+                        "createdAt": now, "status": "ACTIVE"}),
+            ),
         )),
         o => Err(unexpected(o)),
     }
@@ -120,7 +123,7 @@ pub async fn create(
 fn builtin_out(state: &AppState, b: &memlog_evals::evaluator::BuiltinJudge) -> Value {
     let id = b.id.as_str();
     json!({
-        "evaluatorArn": arn(state, id), "evaluatorId": id, "evaluatorName": id,
+        "evaluatorArn": evaluator_arn(state, id), "evaluatorId": id, "evaluatorName": id,
         "description": b.definition, "evaluatorType": "Builtin", "provider": "AWS",
         "level": b.level, "status": "ACTIVE", "createdAt": 0, "updatedAt": 0,
         "lockedForModification": true,
@@ -129,7 +132,7 @@ fn builtin_out(state: &AppState, b: &memlog_evals::evaluator::BuiltinJudge) -> V
 
 fn custom_out(state: &AppState, mut v: Value) -> Value {
     let id = v["evaluatorId"].as_str().unwrap_or("").to_owned();
-    v["evaluatorArn"] = json!(arn(state, &id));
+    v["evaluatorArn"] = json!(evaluator_arn(state, &id));
     v["lockedForModification"] = json!(false);
     v
 }
@@ -196,7 +199,7 @@ pub async fn update(
     stored["updatedAt"] = json!(now);
     match write(&state, Command::SaveEvaluator(stored)).await? {
         Outcome::Saved => Ok(Json(
-            json!({"evaluatorArn": arn(&state, &id), "evaluatorId": id,
+            json!({"evaluatorArn": evaluator_arn(&state, &id), "evaluatorId": id,
                                          "updatedAt": now, "status": "ACTIVE"}),
         )),
         o => Err(unexpected(o)),
@@ -215,11 +218,32 @@ pub async fn delete(
     }
     match write(&state, Command::DeleteEvaluator(id.clone())).await? {
         Outcome::Saved => Ok(Json(
-            json!({"evaluatorArn": arn(&state, &id), "evaluatorId": id,
+            json!({"evaluatorArn": evaluator_arn(&state, &id), "evaluatorId": id,
                                          "status": "DELETING"}),
         )),
         o => Err(unexpected(o)),
     }
+}
+
+/// The evaluator an API call names: a built-in (LLM judge or trajectory match) or a custom
+/// judge created with CreateEvaluator.
+pub(crate) async fn resolve(
+    state: &AppState,
+    id: &str,
+) -> ApiResult<memlog_evals::batch::Evaluator> {
+    if let Some(builtin) = memlog_evals::batch::Evaluator::builtin(id) {
+        return Ok(builtin);
+    }
+    let key = id.to_owned();
+    let Some(stored) = read(state, move |r| r.evaluator(&key)).await? else {
+        return Err(ApiError::NotFound(format!(
+            "evaluator {id} not found (memlog's code evaluators take parameters: run them \
+             with `memlog eval --config`)"
+        )));
+    };
+    let judge = memlog_evals::batch::custom_judge(&stored)
+        .map_err(|e| ApiError::Validation(format!("{id}: {e}")))?;
+    Ok(memlog_evals::batch::Evaluator::Judge(Box::new(judge)))
 }
 
 // ---- batch evaluations (data plane) ---------------------------------------------------
@@ -276,21 +300,7 @@ pub async fn start_batch(
     }
     let mut evaluators = Vec::new();
     for id in &ids {
-        if let Some(b) = memlog_evals::evaluator::builtin(id) {
-            evaluators.push(memlog_evals::batch::Evaluator::Judge(Box::new(
-                memlog_evals::judge::Judge::builtin(b),
-            )));
-            continue;
-        }
-        let key = id.clone();
-        let Some(stored) = read(&state, move |r| r.evaluator(&key)).await? else {
-            return Err(ApiError::NotFound(format!(
-                "evaluator {id} not found (code evaluators run through `memlog eval --config`)"
-            )));
-        };
-        let judge = memlog_evals::batch::custom_judge(&stored)
-            .map_err(|e| ApiError::Validation(format!("{id}: {e}")))?;
-        evaluators.push(memlog_evals::batch::Evaluator::Judge(Box::new(judge)));
+        evaluators.push(resolve(&state, id).await?);
     }
     let filter = input
         .get("dataSourceConfig")

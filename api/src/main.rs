@@ -48,6 +48,10 @@ enum Cmd {
     /// answered in the log is not asked again; --no-cache asks). Writes results.jsonl,
     /// summary.md and report.json into --out. Stop the server first.
     Eval(EvalArgs),
+    /// Export the results of an evaluation run as OpenTelemetry `gen_ai.evaluation.result`
+    /// events (OTLP log records, parented to the evaluated spans) or as spans: to an
+    /// OTLP/HTTP endpoint, to a file, or both. Stop the server first.
+    EvalExport(EvalExportArgs),
 }
 
 #[derive(Args)]
@@ -86,6 +90,45 @@ struct EvalArgs {
     llm_base_url: Option<String>,
     #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
     llm_model: String,
+    /// After the run, send its results to this OTLP/HTTP endpoint as OTLP/protobuf (the
+    /// base URL, e.g. http://localhost:4318; /v1/logs or /v1/traces is appended).
+    #[arg(long, value_name = "URL")]
+    export_otlp: Option<String>,
+    /// After the run, write its results to this file as OTLP/JSON (OTLP/protobuf if the
+    /// name ends in .pb).
+    #[arg(long, value_name = "PATH")]
+    export_file: Option<PathBuf>,
+    /// What --export-otlp and --export-file send: `gen_ai.evaluation.result` events or spans.
+    #[arg(long, value_enum, default_value_t = ExportAs::Events)]
+    export_as: ExportAs,
+}
+
+#[derive(Args)]
+struct EvalExportArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The run whose results are exported (the id `memlog eval` printed or was given).
+    #[arg(long)]
+    run_id: String,
+    /// An OTLP/HTTP endpoint to send the results to as OTLP/protobuf (the base URL, e.g.
+    /// http://localhost:4318; /v1/logs or /v1/traces is appended).
+    #[arg(long, value_name = "URL", required_unless_present = "file")]
+    otlp: Option<String>,
+    /// A file to write the results to as OTLP/JSON (OTLP/protobuf if the name ends in .pb).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+    /// `gen_ai.evaluation.result` events (OTLP logs) or one span per result (OTLP traces).
+    #[arg(long = "as", value_enum, default_value_t = ExportAs::Events)]
+    form: ExportAs,
+}
+
+/// The form evaluation results are exported in.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportAs {
+    /// `gen_ai.evaluation.result` log records, sent to /v1/logs.
+    Events,
+    /// One span `evaluation {name}` per result, sent to /v1/traces.
+    Spans,
 }
 
 #[derive(Args)]
@@ -161,6 +204,9 @@ struct ServeArgs {
     /// (fractions allowed, e.g. 0.5).
     #[arg(long, env = "MEMLOG_REQUEST_TIMEOUT_MS", default_value_t = 30_000.0, value_parser = positive_ms)]
     request_timeout_ms: f64,
+    /// Seconds an on-demand Evaluate may take (it waits for one judge call per target).
+    #[arg(long, env = "MEMLOG_EVALUATE_TIMEOUT_SECS", default_value_t = 900)]
+    evaluate_timeout_secs: u64,
     /// Write requests that may wait for the writer; more are refused with ThrottledException.
     #[arg(long, env = "MEMLOG_WRITE_QUEUE", default_value_t = 16_384)]
     write_queue: usize,
@@ -467,10 +513,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         if let Some(code) = config.evaluators.iter().find(|c| c.id().as_str() == id) {
             code.check().map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
             evaluators.push(Evaluator::Code(code.clone()));
-        } else if let Some(b) = memlog_evals::evaluator::builtin(id) {
-            evaluators.push(Evaluator::Judge(Box::new(
-                memlog_evals::judge::Judge::builtin(b),
-            )));
+        } else if let Some(builtin) = Evaluator::builtin(id) {
+            evaluators.push(builtin);
         } else if let Some(stored) = engine.reader()?.evaluator(id)? {
             let judge = batch::custom_judge(&stored).map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
             evaluators.push(Evaluator::Judge(Box::new(judge)));
@@ -502,7 +546,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             since_unix_nano: args.since.map(|s| s.saturating_mul(1_000_000_000)),
             until_unix_nano: None,
         },
-        references: config.references,
+        references: config.references.into(),
         use_cache: !args.no_cache,
         concurrency: args.concurrency,
         default_model: args.llm_model.clone(),
@@ -538,6 +582,98 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     std::fs::write(out.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     print!("{}", batch::markdown(&report));
     println!("\nrun {run_id}: reports in {}", out.display());
+    export_run(
+        &engine,
+        &run_id,
+        args.export_otlp.as_deref(),
+        args.export_file.as_deref(),
+        args.export_as,
+    )
+}
+
+fn eval_export(args: EvalExportArgs) -> anyhow::Result<()> {
+    let engine = open_engine(&args.store, None)?;
+    if engine.reader()?.eval_run(&args.run_id)?.is_none() {
+        anyhow::bail!(
+            "there is no evaluation run {} in {}",
+            args.run_id,
+            args.store.data_dir.display()
+        );
+    }
+    export_run(
+        &engine,
+        &args.run_id,
+        args.otlp.as_deref(),
+        args.file.as_deref(),
+        args.form,
+    )
+}
+
+/// Exports a run's results (see `memlog_evals::export`): to `file` as one request, and to
+/// the OTLP/HTTP endpoint `otlp` in requests of at most `MAX_RESULTS_PER_REQUEST` results.
+/// Records rejected by the receiver (a partial success) fail the command.
+fn export_run(
+    engine: &Engine,
+    run_id: &str,
+    otlp: Option<&str>,
+    file: Option<&std::path::Path>,
+    form: ExportAs,
+) -> anyhow::Result<()> {
+    use memlog_evals::export::{self, Kind};
+    if otlp.is_none() && file.is_none() {
+        return Ok(());
+    }
+    let kind = match form {
+        ExportAs::Events => Kind::Events,
+        ExportAs::Spans => Kind::Spans,
+    };
+    let (results, mut cx) = export::load(engine, run_id)?;
+    if results.is_empty() {
+        println!("run {run_id} has no results; nothing exported");
+        return Ok(());
+    }
+    cx.time_unix_nano = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let what = format!(
+        "{} results of run {run_id} as {}",
+        results.len(),
+        kind.as_str()
+    );
+    if let Some(path) = file {
+        let request = export::request(&results, &cx, kind);
+        let bytes = if path.extension().is_some_and(|e| e == "pb") {
+            request.to_protobuf()
+        } else {
+            let mut json = request.to_json()?;
+            json.push(b'\n');
+            json
+        };
+        std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("exported {what} to {}", path.display());
+    }
+    if let Some(url) = otlp {
+        let mut rejected = Vec::new();
+        for chunk in results.chunks(export::MAX_RESULTS_PER_REQUEST) {
+            let body = export::request(chunk, &cx, kind).to_protobuf();
+            let receipt = export::post_otlp(url, kind, body)?;
+            if receipt.rejected > 0 {
+                rejected.push(format!(
+                    "{} rejected: {}",
+                    receipt.rejected, receipt.message
+                ));
+            } else if !receipt.message.is_empty() {
+                eprintln!("the OTLP receiver warns: {}", receipt.message);
+            }
+        }
+        if !rejected.is_empty() {
+            anyhow::bail!(
+                "sent {what} to {url}, but the receiver did not take them all: {}",
+                rejected.join("; ")
+            );
+        }
+        println!("sent {what} to {url}");
+    }
     Ok(())
 }
 
@@ -572,6 +708,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Ingest(args) => ingest(args),
         Cmd::Eval(args) => eval(args),
+        Cmd::EvalExport(args) => eval_export(args),
         Cmd::Model(ModelCmd::Dir) => {
             println!("{}", memlog_api::model::default_dir().display());
             Ok(())
@@ -592,6 +729,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_limit: args.body_limit_mb * 1024 * 1024,
         expiry_interval: Duration::from_secs(args.expiry_interval_secs.max(1)),
         request_timeout: Duration::from_secs_f64(args.request_timeout_ms / 1000.0),
+        evaluate_timeout: Duration::from_secs(args.evaluate_timeout_secs.max(1)),
         embed_model: args.embed_model.clone(),
         llm: args.llm_base_url.as_ref().map(|url| {
             let mut c = memlog_strategies::llm::LlmConfig::from_env().unwrap_or_else(|| {

@@ -533,6 +533,10 @@ pub fn router(state: AppState) -> axum::Router {
             axum::routing::post(crate::evaluations::create),
         )
         .route(
+            "/evaluations/evaluate/{evaluator_id}",
+            axum::routing::post(crate::evaluate::evaluate),
+        )
+        .route(
             "/evaluations/batch-evaluate",
             axum::routing::post(crate::evaluations::start_batch)
                 .get(crate::evaluations::list_batches),

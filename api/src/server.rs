@@ -23,6 +23,9 @@ pub struct Options {
     pub body_limit: usize,
     /// Longest a request may take before it is answered with an error.
     pub request_timeout: Duration,
+    /// Longest an on-demand `Evaluate` may take: it waits for one judge call per target,
+    /// which a small local model answers in seconds, so it gets its own, longer bound.
+    pub evaluate_timeout: Duration,
     /// How often expired events are swept.
     pub expiry_interval: Duration,
     /// Region and account shown in ARNs.
@@ -42,6 +45,7 @@ impl Default for Options {
         Options {
             body_limit: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            evaluate_timeout: Duration::from_secs(900),
             expiry_interval: Duration::from_secs(60),
             arn: ArnContext {
                 region: "us-east-1".into(),
@@ -122,7 +126,10 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
     routes::router(state)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(axum::middleware::from_fn_with_state(
-            options.request_timeout,
+            Deadlines {
+                request: options.request_timeout,
+                evaluate: options.evaluate_timeout,
+            },
             deadline,
         ))
         .layer(CatchPanicLayer::custom(
@@ -135,14 +142,25 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
         .layer(TraceLayer::new_for_http())
 }
 
-/// Answers a request that outlives `limit` with a ServiceException. A write that timed
+#[derive(Clone, Copy)]
+struct Deadlines {
+    request: Duration,
+    evaluate: Duration,
+}
+
+/// Answers a request that outlives its limit with a ServiceException. A write that timed
 /// out may still commit later: clients retry with the same clientToken.
 async fn deadline(
-    axum::extract::State(limit): axum::extract::State<Duration>,
+    axum::extract::State(limits): axum::extract::State<Deadlines>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let limit = if req.uri().path().starts_with("/evaluations/evaluate/") {
+        limits.evaluate
+    } else {
+        limits.request
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::Service(format!(

@@ -1017,7 +1017,7 @@ fn judged(
         name: run_id.to_owned(),
         evaluators: vec![Evaluator::Judge(Box::new(judge.clone()))],
         sessions,
-        references: BTreeMap::new(),
+        references: Default::default(),
         use_cache: true,
         concurrency,
         default_model: key_model.clone(),

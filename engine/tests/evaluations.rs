@@ -99,7 +99,11 @@ fn results_runs_and_evaluators_round_trip() {
         engine.execute(Command::SaveEvaluator(json!({"evaluatorName": "no id"}))),
         Err(Error::Invalid(_))
     ));
-    for (id, status) in [("on-1", "ENABLED"), ("on-2", "ENABLED"), ("on-1", "DISABLED")] {
+    for (id, status) in [
+        ("on-1", "ENABLED"),
+        ("on-2", "ENABLED"),
+        ("on-1", "DISABLED"),
+    ] {
         engine
             .execute(Command::SaveOnlineConfig(
                 json!({"onlineEvaluationConfigId": id, "executionStatus": status}),

@@ -27,8 +27,8 @@ use memlog_engine::types::Timestamp;
 use memlog_engine::{Engine, Error, Result};
 
 use crate::assemble::Session;
-use crate::code::CodeEvaluator;
-use crate::evaluator::{EvalResult, Target};
+use crate::code::{CodeEvaluator, Order};
+use crate::evaluator::{EvalResult, EvaluatorId, Level, Target};
 use crate::judge::{self, Judge, Prepared, Reference};
 
 /// The version logged with code evaluators' results; bump when one changes behaviour.
@@ -39,6 +39,10 @@ pub const CODE_VERSION: &str = "code-1";
 pub enum Evaluator {
     Code(CodeEvaluator),
     Judge(Box<Judge>),
+    /// A trajectory match whose expected tool names come from each session's reference
+    /// (AgentCore's `Builtin.Trajectory*` with `expectedTrajectory` ground truth); not
+    /// applicable to a session without one.
+    Trajectory(Order),
 }
 
 impl Evaluator {
@@ -46,6 +50,107 @@ impl Evaluator {
         match self {
             Evaluator::Code(c) => c.id().to_string(),
             Evaluator::Judge(j) => j.id.to_string(),
+            Evaluator::Trajectory(order) => trajectory_id(*order).to_string(),
+        }
+    }
+
+    pub fn level(&self) -> Level {
+        match self {
+            Evaluator::Code(c) => c.level(),
+            Evaluator::Judge(j) => j.level,
+            Evaluator::Trajectory(_) => Level::Session,
+        }
+    }
+
+    /// The display name results carry.
+    pub fn name(&self) -> String {
+        match self {
+            Evaluator::Judge(j) => j.name.clone(),
+            other => other.id(),
+        }
+    }
+
+    /// A built-in evaluator that needs no configuration beyond ground truth: the LLM
+    /// judges of [`crate::evaluator::builtins`] and the three trajectory matches.
+    pub fn builtin(id: &str) -> Option<Evaluator> {
+        if let Some(b) = crate::evaluator::builtin(id) {
+            return Some(Evaluator::Judge(Box::new(Judge::builtin(b))));
+        }
+        [Order::Exact, Order::InOrder, Order::AnyOrder]
+            .into_iter()
+            .find(|o| trajectory_id(*o).as_str() == id)
+            .map(Evaluator::Trajectory)
+    }
+}
+
+fn trajectory_id(order: Order) -> EvaluatorId {
+    match order {
+        Order::Exact => EvaluatorId::TRAJECTORY_EXACT_ORDER_MATCH,
+        Order::InOrder => EvaluatorId::TRAJECTORY_IN_ORDER_MATCH,
+        Order::AnyOrder => EvaluatorId::TRAJECTORY_ANY_ORDER_MATCH,
+    }
+}
+
+/// Ground truth (AgentCore's reference inputs), for a whole session or for one of its
+/// turns.
+///
+/// A session-level target reads its session's reference. A turn reads its own, or, when
+/// the session has a single turn, the session's (a one-turn session's final answer is that
+/// turn's answer); otherwise none, so a session's expected final answer is never held
+/// against its earlier turns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct References {
+    sessions: BTreeMap<String, Reference>,
+    traces: BTreeMap<(String, String), Reference>,
+}
+
+impl References {
+    /// Sets a session's reference.
+    pub fn insert_session(&mut self, session: impl Into<String>, reference: Reference) {
+        self.sessions.insert(session.into(), reference);
+    }
+
+    /// Sets one turn's reference.
+    pub fn insert_trace(
+        &mut self,
+        session: impl Into<String>,
+        trace: impl Into<String>,
+        reference: Reference,
+    ) {
+        self.traces
+            .insert((session.into(), trace.into()), reference);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.traces.is_empty()
+    }
+
+    /// The reference that applies to `target` in `session` (see the type's documentation).
+    pub fn for_target(&self, session: &Session, target: &Target) -> Reference {
+        let sid = target.session_id.as_str();
+        let own_session = || self.sessions.get(sid).cloned().unwrap_or_default();
+        match &target.trace_id {
+            None => own_session(),
+            Some(trace) => self
+                .traces
+                .get(&(sid.to_owned(), trace.as_str().to_owned()))
+                .cloned()
+                .unwrap_or_else(|| {
+                    if session.traces.len() == 1 {
+                        own_session()
+                    } else {
+                        Reference::default()
+                    }
+                }),
+        }
+    }
+}
+
+impl From<BTreeMap<String, Reference>> for References {
+    fn from(sessions: BTreeMap<String, Reference>) -> References {
+        References {
+            sessions,
+            traces: BTreeMap::new(),
         }
     }
 }
@@ -75,8 +180,8 @@ pub struct BatchConfig {
     pub name: String,
     pub evaluators: Vec<Evaluator>,
     pub sessions: SessionFilter,
-    /// Expected responses and trajectories, by session id.
-    pub references: BTreeMap<String, Reference>,
+    /// Expected responses and trajectories.
+    pub references: References,
     pub use_cache: bool,
     pub concurrency: usize,
     /// The model judges name in their cache key when they do not name their own.
@@ -140,13 +245,13 @@ fn engine_target(t: &Target) -> EvalTarget {
 }
 
 fn logged(
-    run: &str,
+    run: Option<&str>,
     version: &str,
     r: &EvalResult,
     judge: Option<memlog_engine::evaluation::JudgeCall>,
 ) -> Evaluation {
     Evaluation {
-        run: Some(run.to_owned()),
+        run: run.map(str::to_owned),
         evaluator_id: r.evaluator_id.to_string(),
         evaluator_version: version.to_owned(),
         target: engine_target(&r.target),
@@ -155,12 +260,30 @@ fn logged(
     }
 }
 
-struct Counters {
-    done: AtomicUsize,
-    results: AtomicUsize,
-    resumed: AtomicUsize,
-    llm_calls: AtomicUsize,
-    cache_hits: AtomicUsize,
+/// Counts of what evaluating did, shared by the threads of a run.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Results evaluated (not yet necessarily written).
+    pub results: AtomicUsize,
+    /// Targets skipped because the run had answered them already.
+    pub resumed: AtomicUsize,
+    pub llm_calls: AtomicUsize,
+    pub cache_hits: AtomicUsize,
+}
+
+/// What evaluating a session needs besides the session and its evaluators.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub engine: &'a Engine,
+    /// Needed only when a judge has to ask (not for an answer the log holds).
+    pub llm: Option<&'a dyn Llm>,
+    /// The run results are logged under. A run skips targets it answered before (and
+    /// asks again where the judge was never answered); `None` (on demand) skips nothing.
+    pub run_id: Option<&'a str>,
+    pub use_cache: bool,
+    /// The model judges name in their cache key when they do not name their own.
+    pub default_model: &'a str,
+    pub tally: &'a Tally,
 }
 
 /// Runs `config` over the store: writes the run's state (IN_PROGRESS, then COMPLETED or
@@ -195,12 +318,15 @@ pub fn run(
     }
     engine.execute(Command::SaveEvaluationRun(state.clone()))?;
 
-    let counters = Counters {
-        done: AtomicUsize::new(0),
-        results: AtomicUsize::new(0),
-        resumed: AtomicUsize::new(0),
-        llm_calls: AtomicUsize::new(0),
-        cache_hits: AtomicUsize::new(0),
+    let tally = Tally::default();
+    let done = AtomicUsize::new(0);
+    let cx = Context {
+        engine,
+        llm,
+        run_id: Some(&config.run_id),
+        use_cache: config.use_cache,
+        default_model: &config.default_model,
+        tally: &tally,
     };
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -213,19 +339,19 @@ pub fn run(
                     if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                         break;
                     }
-                    if let Err(e) = evaluate_session(engine, config, llm, id, &counters) {
+                    if let Err(e) = evaluate_session(&cx, config, id) {
                         if let Ok(mut slot) = first_error.lock() {
                             slot.get_or_insert(e);
                         }
                         break;
                     }
-                    counters.done.fetch_add(1, Ordering::Relaxed);
+                    done.fetch_add(1, Ordering::Relaxed);
                     progress(Progress {
-                        sessions_done: counters.done.load(Ordering::Relaxed),
+                        sessions_done: done.load(Ordering::Relaxed),
                         sessions_total: sessions.len(),
-                        results: counters.results.load(Ordering::Relaxed),
-                        llm_calls: counters.llm_calls.load(Ordering::Relaxed),
-                        cache_hits: counters.cache_hits.load(Ordering::Relaxed),
+                        results: tally.results.load(Ordering::Relaxed),
+                        llm_calls: tally.llm_calls.load(Ordering::Relaxed),
+                        cache_hits: tally.cache_hits.load(Ordering::Relaxed),
                     });
                 }
             });
@@ -240,10 +366,10 @@ pub fn run(
     let mut report = BatchReport {
         run_id: config.run_id.clone(),
         sessions: sessions.len(),
-        written: counters.results.load(Ordering::Relaxed),
-        resumed: counters.resumed.load(Ordering::Relaxed),
-        llm_calls: counters.llm_calls.load(Ordering::Relaxed),
-        cache_hits: counters.cache_hits.load(Ordering::Relaxed),
+        written: tally.results.load(Ordering::Relaxed),
+        resumed: tally.resumed.load(Ordering::Relaxed),
+        llm_calls: tally.llm_calls.load(Ordering::Relaxed),
+        cache_hits: tally.cache_hits.load(Ordering::Relaxed),
         evaluators: vec![],
     };
     report.evaluators = summarise(&evaluators, &results(engine, &config.run_id)?);
@@ -270,56 +396,26 @@ pub fn results(engine: &Engine, run_id: &str) -> Result<Vec<EvalResult>> {
     engine
         .reader()?
         .run_evaluations(Some(run_id))?
-        .into_iter()
-        .map(|e| {
-            serde_json::from_value(e.result).map_err(|err| Error::Corruption {
-                path: "evaluation results".into(),
-                message: format!("a logged result does not read back: {err}"),
-            })
-        })
+        .iter()
+        .map(result_of)
         .collect()
 }
 
-fn evaluate_session(
-    engine: &Engine,
-    config: &BatchConfig,
-    llm: Option<&dyn Llm>,
-    id: &SessionId,
-    counters: &Counters,
-) -> Result<()> {
-    let spans = engine.reader()?.session_spans(id)?;
+fn evaluate_session(cx: &Context<'_>, config: &BatchConfig, id: &SessionId) -> Result<()> {
+    let spans = cx.engine.reader()?.session_spans(id)?;
     let Some(session) = crate::assemble(&spans).into_iter().find(|s| &s.id == id) else {
         return Ok(());
     };
-    let reference = config
-        .references
-        .get(id.as_str())
-        .cloned()
-        .unwrap_or_default();
-    let mut out: Vec<Evaluation> = Vec::new();
-    for evaluator in &config.evaluators {
-        match evaluator {
-            Evaluator::Code(code) => {
-                for r in crate::code::run(code, &session) {
-                    if done_before(engine, config, r.evaluator_id.as_str(), &r.target, counters)? {
-                        continue;
-                    }
-                    out.push(logged(&config.run_id, CODE_VERSION, &r, None));
-                }
-            }
-            Evaluator::Judge(j) => {
-                out.extend(judge_session(
-                    engine, config, llm, j, &session, &reference, counters,
-                )?);
-            }
-        }
-    }
+    let out = evaluate(
+        cx,
+        &config.evaluators,
+        &session,
+        &config.references,
+        &|_| true,
+    )?;
     if !out.is_empty() {
-        let n = out.len();
-        match engine.execute(Command::RecordEvaluations(out))? {
-            Outcome::Evaluations(_) => {
-                counters.results.fetch_add(n, Ordering::Relaxed);
-            }
+        match cx.engine.execute(Command::RecordEvaluations(out))? {
+            Outcome::Evaluations(_) => {}
             other => {
                 return Err(Error::invalid(format!("unexpected outcome {other:?}")));
             }
@@ -328,80 +424,128 @@ fn evaluate_session(
     Ok(())
 }
 
-fn done_before(
-    engine: &Engine,
-    config: &BatchConfig,
-    evaluator: &str,
-    target: &Target,
-    counters: &Counters,
-) -> Result<bool> {
+/// Evaluates one session: each evaluator on each of its targets that `keep` accepts, in
+/// evaluator order. Returns the log entries to record (the caller records them, so a
+/// session's results land together); each holds its [`EvalResult`] as JSON
+/// ([`result_of`]). Judges are answered from the log when `cx.use_cache` and the
+/// question was asked before, else by `cx.llm`.
+///
+/// Errors: a judge that must ask when there is no LLM, and store faults. A judge whose
+/// call fails gives a failed result, not an error.
+pub fn evaluate(
+    cx: &Context<'_>,
+    evaluators: &[Evaluator],
+    session: &Session,
+    references: &References,
+    keep: &dyn Fn(&Target) -> bool,
+) -> Result<Vec<Evaluation>> {
+    let mut out: Vec<Evaluation> = Vec::new();
+    let code_results = |results: Vec<EvalResult>, out: &mut Vec<Evaluation>| -> Result<()> {
+        for r in results.into_iter().filter(|r| keep(&r.target)) {
+            if !done_before(cx, r.evaluator_id.as_str(), &r.target)? {
+                out.push(logged(cx.run_id, CODE_VERSION, &r, None));
+            }
+        }
+        Ok(())
+    };
+    for evaluator in evaluators {
+        match evaluator {
+            Evaluator::Code(code) => code_results(crate::code::run(code, session), &mut out)?,
+            Evaluator::Trajectory(order) => {
+                let target = Target::session(&session.id);
+                let expected = references.for_target(session, &target).expected_trajectory;
+                let results = match expected {
+                    Some(expected) => crate::code::trajectory(session, &expected, *order),
+                    None => vec![EvalResult::not_applicable(
+                        &trajectory_id(*order),
+                        target,
+                        "no expected trajectory was given for the session",
+                    )],
+                };
+                code_results(results, &mut out)?;
+            }
+            Evaluator::Judge(j) => {
+                out.extend(judge_session(cx, j, session, references, keep)?);
+            }
+        }
+    }
+    cx.tally.results.fetch_add(out.len(), Ordering::Relaxed);
+    Ok(out)
+}
+
+/// The result a logged evaluation holds.
+pub fn result_of(e: &Evaluation) -> Result<EvalResult> {
+    serde_json::from_value(e.result.clone()).map_err(|err| Error::Corruption {
+        path: "evaluation results".into(),
+        message: format!("a logged result does not read back: {err}"),
+    })
+}
+
+fn done_before(cx: &Context<'_>, evaluator: &str, target: &Target) -> Result<bool> {
+    let Some(run) = cx.run_id else {
+        return Ok(false);
+    };
     // A judge that was never answered (no exchange logged) is asked again.
-    let found = engine
+    let found = cx
+        .engine
         .reader()?
-        .evaluation(Some(&config.run_id), evaluator, &engine_target(target))?
+        .evaluation(Some(run), evaluator, &engine_target(target))?
         .is_some_and(|e| e.judge.is_some() || e.result.get("error").is_none());
     if found {
-        counters.resumed.fetch_add(1, Ordering::Relaxed);
+        cx.tally.resumed.fetch_add(1, Ordering::Relaxed);
     }
     Ok(found)
 }
 
 fn judge_session(
-    engine: &Engine,
-    config: &BatchConfig,
-    llm: Option<&dyn Llm>,
+    cx: &Context<'_>,
     j: &Judge,
     session: &Session,
-    reference: &Reference,
-    counters: &Counters,
+    references: &References,
+    keep: &dyn Fn(&Target) -> bool,
 ) -> Result<Vec<Evaluation>> {
     let mut out = Vec::new();
     for target in judge::targets(j.level, session) {
-        let id = j.id.to_string();
-        if done_before(engine, config, &id, &target, counters)? {
+        if !keep(&target) || done_before(cx, j.id.as_str(), &target)? {
             continue;
         }
+        let reference = references.for_target(session, &target);
         let prepared: Prepared =
-            match judge::prepare(j, session, &target, reference, &config.default_model) {
+            match judge::prepare(j, session, &target, &reference, cx.default_model) {
                 Ok(judge::Preparation::Ask(p)) => p,
                 Ok(judge::Preparation::NotApplicable(result)) => {
-                    out.push(logged(&config.run_id, judge::PROMPT_VERSION, &result, None));
+                    out.push(logged(cx.run_id, judge::PROMPT_VERSION, &result, None));
                     continue;
                 }
                 Err(e) => {
                     let r = EvalResult::failed(&j.id, target.clone(), e.to_string());
-                    out.push(logged(&config.run_id, judge::PROMPT_VERSION, &r, None));
+                    out.push(logged(cx.run_id, judge::PROMPT_VERSION, &r, None));
                     continue;
                 }
             };
-        let cached = if config.use_cache {
-            engine.reader()?.judge_cached(&prepared.cache_key)?
+        let cached = if cx.use_cache {
+            cx.engine.reader()?.judge_cached(&prepared.cache_key)?
         } else {
             None
         };
         let (result, call) = match cached.and_then(|(lsn, e)| Some((lsn, e.judge?))) {
             Some((lsn, call)) => {
-                counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                cx.tally.cache_hits.fetch_add(1, Ordering::Relaxed);
                 let (r, c) = judge::from_logged(j, &prepared, &call, lsn, target);
                 (r, Some(c))
             }
             None => {
-                let Some(llm) = llm else {
+                let Some(llm) = cx.llm else {
                     return Err(Error::invalid(format!(
                         "{} needs an LLM (none is configured) and its answer is not in the log",
                         j.id
                     )));
                 };
-                counters.llm_calls.fetch_add(1, Ordering::Relaxed);
+                cx.tally.llm_calls.fetch_add(1, Ordering::Relaxed);
                 judge::judge(llm, j, &prepared, target)
             }
         };
-        out.push(logged(
-            &config.run_id,
-            &prepared.prompt_version,
-            &result,
-            call,
-        ));
+        out.push(logged(cx.run_id, &prepared.prompt_version, &result, call));
     }
     Ok(out)
 }

@@ -1,7 +1,7 @@
-//! The crate's one error type. Every variant but [`Error::Io`] and [`Error::Prompt`] is the
-//! caller's mistake: an OTLP request that fails to decode or validate is rejected as a whole
-//! (the HTTP route answers 4xx and writes nothing), and so is an unusable judge definition
-//! or a target that is not in the session.
+//! The crate's one error type. Every variant but [`Error::Io`], [`Error::Export`] and
+//! [`Error::Prompt`] is the caller's mistake: an OTLP request that fails to decode or
+//! validate is rejected as a whole (the HTTP route answers 4xx and writes nothing), and so
+//! is an unusable judge definition or a target that is not in the session.
 
 use std::path::PathBuf;
 
@@ -64,6 +64,11 @@ pub enum Error {
     /// A target that is not in the session, or not at the evaluator's level.
     #[error("invalid target: {0}")]
     InvalidTarget(String),
+    /// Sending exported evaluation results to an OTLP/HTTP endpoint failed: the endpoint
+    /// could not be reached or answered with a status other than 2xx. Not the caller's
+    /// fault as far as memlog can tell (the receiver's answer is in `message`).
+    #[error("OTLP export to {url} failed: {message}")]
+    Export { url: String, message: String },
     /// A judge prompt template failed to render. The templates are part of the build, so
     /// this is a bug, not the caller's fault.
     #[error("cannot render the judge prompt: {0}; this is a bug in memlog")]
@@ -73,7 +78,10 @@ pub enum Error {
 impl Error {
     /// True when the input was at fault (answer 4xx); false for I/O faults and bugs.
     pub fn is_caller_error(&self) -> bool {
-        !matches!(self, Error::Io { .. } | Error::Prompt(_))
+        !matches!(
+            self,
+            Error::Io { .. } | Error::Prompt(_) | Error::Export { .. }
+        )
     }
 }
 

@@ -329,12 +329,16 @@ impl Judge {
         Ok(parts)
     }
 
-    fn uses(&self, placeholder: &str) -> bool {
+    /// Whether custom instructions use `placeholder` (a name of [`placeholders`], without
+    /// braces).
+    pub fn uses(&self, placeholder: &str) -> bool {
         self.parts()
             .is_ok_and(|parts| parts.iter().any(|p| p.placeholder == Some(placeholder)))
     }
 
-    fn is_custom(&self) -> bool {
+    /// Whether the instructions say where the input goes (a custom judge), rather than
+    /// leave it to the template (a built-in).
+    pub fn is_custom(&self) -> bool {
         PLACEHOLDER.is_match(&self.instructions)
     }
 }

@@ -52,12 +52,15 @@
 //!   same result rebuilt from a logged exchange.
 //! - [`memory`]: memory-quality evaluators: relevance (LLM judge) and recall of the memory
 //!   records a trace retrieved, and the precision of extracted records against labelled facts.
+//! - [`export`]: results out to OpenTelemetry as `gen_ai.evaluation.result` events (or
+//!   spans), in OTLP/protobuf or OTLP/JSON, and posted to an OTLP/HTTP endpoint.
 
 pub mod assemble;
 pub mod batch;
 pub mod code;
 mod error;
 pub mod evaluator;
+pub mod export;
 pub mod judge;
 pub mod mapping;
 pub mod memory;

@@ -9,6 +9,8 @@
 //! - [`decode_json_stream`] / [`decode_file`]: trace files, either one request
 //!   (pretty-printed or not) or many in a row, one per line, as the OpenTelemetry
 //!   Collector's file exporter writes them (JSON lines).
+//! - [`decode_documents`]: span documents, one span each, in the flat form AgentCore
+//!   keeps in its span log and takes in `Evaluate`'s `sessionSpans` (see its docs).
 //!
 //! # OTLP/JSON
 //!
@@ -292,6 +294,107 @@ fn truncated(s: &str) -> String {
     }
 }
 
+/// Decodes span documents: one span per document, in the flat OpenTelemetry JSON that
+/// AgentCore's span log holds and its `Evaluate` API takes (`traceId`, `spanId`,
+/// `parentSpanId`, `name`, `kind`, `startTimeUnixNano`, `endTimeUnixNano`, `attributes`,
+/// `status`, `events`, `links`, `resource.attributes`, `scope`), into one request.
+///
+/// Attributes (of the span, its resource, events and links) may be a plain object
+/// (`{"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 12}`: strings, booleans,
+/// integers, doubles, arrays, nested objects as key-value lists; `null`s are dropped) or
+/// OTLP/JSON's typed list (`[{"key": …, "value": {"stringValue": …}}]`). `kind` and
+/// `status.code` may be numbers, OTLP enum names or their short forms (`"CLIENT"`,
+/// `"ERROR"`). Each document is decoded and validated on its own, and an error names it
+/// (`sessionSpans[3]: …`, with `what` as the list's name).
+pub fn decode_documents(
+    documents: &[Value],
+    what: &str,
+    limits: &Limits,
+) -> Result<ExportTraceServiceRequest> {
+    let mut request = ExportTraceServiceRequest::default();
+    for (i, document) in documents.iter().enumerate() {
+        // Errors name the wrapper the document is decoded in; name the document instead.
+        let at = |e: Error| Error::Json {
+            path: format!("{what}[{i}]"),
+            message: e
+                .to_string()
+                .replace("resourceSpans[0].scopeSpans[0].spans[0]", "span")
+                .replace("resourceSpans[0].scopeSpans[0].scope", "scope")
+                .replace("resourceSpans[0].resource", "resource"),
+        };
+        let Value::Object(fields) = document else {
+            return Err(at(Error::Json {
+                path: String::new(),
+                message: "a span document must be a JSON object".into(),
+            }));
+        };
+        let mut span = fields.clone();
+        let resource = span.remove("resource");
+        let scope = span.remove("scope");
+        typed_attributes(&mut span);
+        for list in ["events", "links"] {
+            if let Some(Value::Array(items)) = span.get_mut(list) {
+                for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                    typed_attributes(item);
+                }
+            }
+        }
+        if let Some(Value::String(kind)) = span.get_mut("kind")
+            && !kind.starts_with("SPAN_KIND_")
+        {
+            *kind = format!("SPAN_KIND_{}", kind.to_ascii_uppercase());
+        }
+        if let Some(Value::String(code)) = span.get_mut("status").and_then(|s| s.get_mut("code"))
+            && !code.starts_with("STATUS_CODE_")
+        {
+            *code = format!("STATUS_CODE_{}", code.to_ascii_uppercase());
+        }
+        let mut resource = match resource {
+            Some(Value::Object(r)) => r,
+            _ => serde_json::Map::new(),
+        };
+        typed_attributes(&mut resource);
+        let wrapped = serde_json::json!({"resourceSpans": [{
+            "resource": resource,
+            "scopeSpans": [{"scope": scope, "spans": [span]}],
+        }]});
+        let decoded = from_json_value(wrapped, limits).map_err(at)?;
+        request.resource_spans.extend(decoded.resource_spans);
+    }
+    Ok(request)
+}
+
+/// A plain `attributes` object as OTLP/JSON's typed list (a list is left as it is).
+fn typed_attributes(holder: &mut serde_json::Map<String, Value>) {
+    if let Some(Value::Object(plain)) = holder.get("attributes") {
+        let typed: Vec<Value> = plain
+            .iter()
+            .filter_map(|(k, v)| Some(serde_json::json!({"key": k, "value": typed_value(v)?})))
+            .collect();
+        holder.insert("attributes".into(), Value::Array(typed));
+    }
+}
+
+fn typed_value(v: &Value) -> Option<Value> {
+    use serde_json::json;
+    Some(match v {
+        Value::Null => return None,
+        Value::Bool(b) => json!({"boolValue": b}),
+        Value::String(s) => json!({"stringValue": s}),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => json!({"intValue": i.to_string()}),
+            None => json!({"doubleValue": n.as_f64()}),
+        },
+        Value::Array(items) => {
+            json!({"arrayValue": {"values": items.iter().filter_map(typed_value).collect::<Vec<_>>()}})
+        }
+        Value::Object(map) => json!({"kvlistValue": {"values": map
+            .iter()
+            .filter_map(|(k, v)| Some(json!({"key": k, "value": typed_value(v)?})))
+            .collect::<Vec<_>>()}}),
+    })
+}
+
 fn json_syntax(e: serde_json::Error) -> Error {
     Error::Json {
         path: String::new(),
@@ -378,6 +481,67 @@ mod tests {
 
     fn attribute(request: &ExportTraceServiceRequest, i: usize) -> Option<any_value::Value> {
         first_span(request).attributes[i].value.clone()?.value
+    }
+
+    #[test]
+    fn decodes_flat_span_documents() {
+        let docs: Vec<Value> = serde_json::from_str(
+            r#"[{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+                 "parentSpanId": "", "name": "chat", "kind": "CLIENT",
+                 "startTimeUnixNano": 1544712660000000000, "endTimeUnixNano": 1544712661000000000,
+                 "status": {"code": "ERROR", "message": "boom"},
+                 "attributes": {"s": "x", "i": 42, "d": 1.5, "b": true, "n": null,
+                                "a": ["p", 2], "o": {"k": "v"}},
+                 "events": [{"name": "e", "timeUnixNano": 1, "attributes": {"q": "r"}}],
+                 "resource": {"attributes": {"service.name": "agent"}},
+                 "scope": {"name": "strands", "version": "1"}},
+                {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b175",
+                 "name": "tool", "kind": 1,
+                 "attributes": [{"key": "t", "value": {"stringValue": "typed"}}]}]"#,
+        )
+        .unwrap();
+        let decoded = decode_documents(&docs, "sessionSpans", &Limits::default()).unwrap();
+        assert_eq!(decoded.resource_spans.len(), 2);
+        let span = first_span(&decoded);
+        assert_eq!(span.kind, SpanKind::Client as i32);
+        assert_eq!(span.start_time_unix_nano, 1544712660000000000);
+        assert_eq!(span.status.as_ref().unwrap().code, StatusCode::Error as i32);
+        let attrs: std::collections::BTreeMap<&str, any_value::Value> = span
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.as_str(), kv.value.clone().unwrap().value.unwrap()))
+            .collect();
+        assert_eq!(attrs.len(), 6, "null is dropped: {attrs:?}");
+        assert_eq!(attrs["i"], any_value::Value::IntValue(42));
+        assert_eq!(attrs["d"], any_value::Value::DoubleValue(1.5));
+        assert_eq!(attrs["b"], any_value::Value::BoolValue(true));
+        assert!(matches!(&attrs["a"], any_value::Value::ArrayValue(a) if a.values.len() == 2));
+        assert!(matches!(&attrs["o"], any_value::Value::KvlistValue(k) if k.values[0].key == "k"));
+        assert_eq!(span.events[0].attributes[0].key, "q");
+        let resource = decoded.resource_spans[0].resource.as_ref().unwrap();
+        assert_eq!(resource.attributes[0].key, "service.name");
+        let scope = decoded.resource_spans[0].scope_spans[0]
+            .scope
+            .as_ref()
+            .unwrap();
+        assert_eq!(scope.name, "strands");
+        let second = &decoded.resource_spans[1].scope_spans[0].spans[0];
+        assert_eq!(second.attributes[0].key, "t");
+
+        let bad: Vec<Value> = serde_json::from_str(
+            r#"[{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "ok"},
+                {"traceId": "zz", "spanId": "eee19b7ec3c1b174", "name": "bad"}]"#,
+        )
+        .unwrap();
+        let error = decode_documents(&bad, "sessionSpans", &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("sessionSpans[1]"), "{error}");
+        assert!(!error.contains("resourceSpans"), "{error}");
+        let error = decode_documents(&[Value::from(3)], "sessionSpans", &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("must be a JSON object"), "{error}");
     }
 
     #[test]

@@ -244,3 +244,110 @@ def test_batch_evaluations_through_boto3():
 
     listed = {r["batchEvaluationId"] for r in data.list_batch_evaluations()["batchEvaluations"]}
     assert {empty["batchEvaluationId"], needs["batchEvaluationId"]} <= listed
+
+
+def data_plane():
+    import boto3
+
+    return boto3.client(
+        "bedrock-agentcore", endpoint_url=URL, region_name="us-east-1",
+        aws_access_key_id="test", aws_secret_access_key="test",
+    )
+
+
+def flat_span(trace_id, span_id, name, attributes, parent=""):
+    """A span document as AgentCore's span log holds it: flat, attributes a plain object.
+    Spans start in id order, a nanosecond apart, from now."""
+    import time
+
+    start = time.time_ns() + int(span_id, 16) % 1000
+    return {
+        "traceId": trace_id, "spanId": span_id, "parentSpanId": parent, "name": name,
+        "kind": "INTERNAL", "startTimeUnixNano": start, "endTimeUnixNano": start + 1000,
+        "status": {"code": "OK"},
+        "attributes": attributes, "resource": {"attributes": {"service.name": "agent"}},
+        "scope": {"name": "strands.telemetry.tracer", "version": ""},
+    }
+
+
+def tool_span(trace_id, span_id, conversation, tool, parent=""):
+    return flat_span(trace_id, span_id, f"execute_tool {tool}", {
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+        "gen_ai.conversation.id": conversation, "gen_ai.tool.call.arguments": "{}",
+    }, parent)
+
+
+def test_evaluate_through_boto3():
+    from botocore.exceptions import ClientError
+
+    data = data_plane()
+    # Spans sent in the request only, nothing stored: the trajectory against the ground truth.
+    conversation = "conv-" + uuid.uuid4().hex[:8]
+    trace = uuid.uuid4().hex
+    spans = [
+        flat_span(trace, "a000000000000001", "invoke_agent travel", {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": conversation,
+            "gen_ai.input.messages": messages(("user", "Book me a flight to Lisbon.")),
+            "gen_ai.output.messages": messages(("assistant", "Booked TP123.")),
+        }),
+        tool_span(trace, "a000000000000002", conversation, "search_flights", "a000000000000001"),
+        tool_span(trace, "a000000000000003", conversation, "book_flight", "a000000000000001"),
+    ]
+    truth = [{"context": {"spanContext": {"sessionId": conversation}},
+              "expectedTrajectory": {"toolNames": ["search_flights", "book_flight"]},
+              "assertions": [{"text": "The flight is booked."}]}]
+    out = data.evaluate(evaluatorId="Builtin.TrajectoryExactOrderMatch",
+                        evaluationInput={"sessionSpans": spans},
+                        evaluationReferenceInputs=truth)
+    [r] = out["evaluationResults"]
+    assert r["evaluatorId"] == "Builtin.TrajectoryExactOrderMatch", r
+    assert r["value"] == 1.0 and r["label"] == "MATCH", r
+    assert r["context"]["spanContext"] == {"sessionId": conversation}
+    assert r["ignoredReferenceInputFields"] == ["assertions"], r
+
+    reversed_truth = [dict(truth[0], expectedTrajectory={"toolNames": ["book_flight", "search_flights"]})]
+    [r] = data.evaluate(evaluatorId="Builtin.TrajectoryInOrderMatch",
+                        evaluationInput={"sessionSpans": spans},
+                        evaluationReferenceInputs=reversed_truth)["evaluationResults"]
+    assert r["value"] == 0.0 and r["label"] == "NO_MATCH", r
+    assert "search_flights" in r["explanation"], r
+
+    # No ground truth: not applicable, said as such (no value).
+    [r] = data.evaluate(evaluatorId="Builtin.TrajectoryAnyOrderMatch",
+                        evaluationInput={"sessionSpans": spans})["evaluationResults"]
+    assert r["label"] == "NOT_APPLICABLE" and "value" not in r, r
+
+    # A stored session: the SDK exports one turn with search_flights; the request sends one
+    # more span of that session (book_flight) and the whole session is evaluated.
+    stored = "conv-" + uuid.uuid4().hex[:8]
+    p = provider()
+    turn(p, stored, "Find me a flight to Lisbon.", "TP123 on Friday.",
+         tool=("search_flights", {"to": "LIS"}, {"flights": ["TP123"]}))
+    p.shutdown()
+    later = uuid.uuid4().hex
+    [r] = data.evaluate(
+        evaluatorId="Builtin.TrajectoryExactOrderMatch",
+        evaluationInput={"sessionSpans": [tool_span(later, "b000000000000001", stored, "book_flight")]},
+        evaluationReferenceInputs=[{"context": {"spanContext": {"sessionId": stored}},
+                                    "expectedTrajectory": {"toolNames": ["search_flights", "book_flight"]}}],
+    )["evaluationResults"]
+    assert r["label"] == "MATCH" and r["context"]["spanContext"]["sessionId"] == stored, r
+
+    def refused(code, text, **kwargs):
+        try:
+            data.evaluate(**kwargs)
+            raise AssertionError(f"accepted {kwargs}")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == code, e.response
+            assert text in e.response["Error"]["Message"], e.response
+
+    # This server has no LLM: a judge cannot answer a question the log has never seen.
+    refused("ValidationException", "needs an LLM", evaluatorId="Builtin.Helpfulness",
+            evaluationInput={"sessionSpans": spans})
+    refused("ValidationException", "sessionSpans[1]", evaluatorId="Builtin.Helpfulness",
+            evaluationInput={"sessionSpans": [spans[0], dict(spans[1], traceId="xyz")]})
+    refused("ValidationException", "nothing to evaluate", evaluatorId="Builtin.Helpfulness",
+            evaluationInput={"sessionSpans": spans},
+            evaluationTarget={"traceIds": ["0" * 31 + "1"]})
+    refused("ResourceNotFoundException", "not found", evaluatorId="mine-0123456789",
+            evaluationInput={"sessionSpans": spans})

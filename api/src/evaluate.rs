@@ -286,7 +286,7 @@ fn references(v: Option<&Value>) -> ApiResult<(References, Supplied)> {
 fn ignored(evaluator: &Evaluator, supplied: &Supplied) -> Vec<&'static str> {
     let (response, trajectory) = match evaluator {
         Evaluator::Trajectory(_) => (false, true),
-        Evaluator::Code(_) => (false, false),
+        Evaluator::Code(_) | Evaluator::Memory(_) => (false, false),
         Evaluator::Judge(j) => match j.level {
             Level::Session => (!j.is_custom(), !j.is_custom()),
             Level::Trace => (

@@ -12,7 +12,9 @@
 //! Batch evaluations on the data plane (`bedrock-agentcore`): StartBatchEvaluation runs
 //! judges over ingested sessions in the background (the same runner as `memlog eval`,
 //! judge cache on), GetBatchEvaluation and ListBatchEvaluations read the run's logged
-//! state. Ground truth in `evaluationMetadata` is not read yet.
+//! state. Ground truth (`evaluationMetadata.sessionMetadata[].groundTruth.inline`) gives
+//! the expected trajectory and responses (per turn, by position); `assertions` are not read
+//! yet.
 
 use axum::Json;
 use axum::extract::State;
@@ -334,13 +336,14 @@ pub async fn start_batch(
         name: name.to_owned(),
         evaluators,
         sessions,
-        references: Default::default(),
+        references: ground_truth(input.get("evaluationMetadata"))?,
         use_cache: true,
         concurrency: 2,
         default_model: state
             .llm
             .as_ref()
             .map_or_else(|| "none".to_owned(), |l| l.model().to_owned()),
+        embedder: Some(state.embedder.clone()),
     };
     let now = Timestamp::now().as_epoch_seconds();
     let pending = json!({
@@ -359,6 +362,72 @@ pub async fn start_batch(
         }
     });
     Ok((StatusCode::ACCEPTED, Json(run_out(&state, pending))))
+}
+
+/// `evaluationMetadata.sessionMetadata[].groundTruth.inline` as references: the expected
+/// trajectory and the last turn's expected response for the session, each turn's expected
+/// response for the trace at its position. `assertions` are not read by any evaluator yet.
+fn ground_truth(metadata: Option<&Value>) -> ApiResult<memlog_evals::batch::References> {
+    use memlog_evals::judge::Reference;
+    let mut refs = memlog_evals::batch::References::default();
+    let sessions = metadata
+        .and_then(|m| m.get("sessionMetadata"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, item) in sessions.iter().enumerate() {
+        let session = item
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                ApiError::Validation(format!(
+                    "evaluationMetadata.sessionMetadata[{i}].sessionId is required"
+                ))
+            })?;
+        let Some(inline) = item.get("groundTruth").and_then(|g| g.get("inline")) else {
+            continue;
+        };
+        let expected = |turn: &Value| {
+            turn.get("expectedResponse")
+                .and_then(|r| r.get("text"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let turns = inline
+            .get("turns")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (index, turn) in turns.iter().enumerate() {
+            if let Some(text) = expected(turn) {
+                refs.insert_turn(
+                    session,
+                    index,
+                    Reference {
+                        expected_response: Some(text),
+                        expected_trajectory: None,
+                    },
+                );
+            }
+        }
+        refs.insert_session(
+            session,
+            Reference {
+                expected_response: turns.last().and_then(expected),
+                expected_trajectory: inline
+                    .get("expectedTrajectory")
+                    .and_then(|t| t.get("toolNames"))
+                    .and_then(Value::as_array)
+                    .map(|l| {
+                        l.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    }),
+            },
+        );
+    }
+    Ok(refs)
 }
 
 /// GetBatchEvaluation: `GET /evaluations/batch-evaluate/{batchEvaluationId}`.

@@ -493,8 +493,9 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     #[derive(serde::Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     struct EvalConfig {
+        /// Code and memory evaluators with their parameters (tagged by `evaluatorId`).
         #[serde(default)]
-        evaluators: Vec<memlog_evals::code::CodeEvaluator>,
+        evaluators: Vec<serde_json::Value>,
         #[serde(default)]
         references: std::collections::BTreeMap<String, memlog_evals::judge::Reference>,
     }
@@ -507,12 +508,31 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         }
         None => EvalConfig::default(),
     };
+    let mut configured = Vec::new();
+    for (i, value) in config.evaluators.iter().enumerate() {
+        let id = value
+            .get("evaluatorId")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        let evaluator = if id.starts_with("memlog.Retrieval") || id == "memlog.ExtractionPrecision"
+        {
+            let m: memlog_evals::memory::MemoryEvaluator = serde_json::from_value(value.clone())
+                .with_context(|| format!("evaluators[{i}] ({id}) in the config"))?;
+            m.check().map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+            Evaluator::Memory(Box::new(m))
+        } else {
+            let c: memlog_evals::code::CodeEvaluator = serde_json::from_value(value.clone())
+                .with_context(|| format!("evaluators[{i}] ({id}) in the config"))?;
+            c.check().map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+            Evaluator::Code(c)
+        };
+        configured.push(evaluator);
+    }
     let engine = open_engine(&args.store, None)?;
     let mut evaluators = Vec::new();
     for id in &args.evaluators {
-        if let Some(code) = config.evaluators.iter().find(|c| c.id().as_str() == id) {
-            code.check().map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
-            evaluators.push(Evaluator::Code(code.clone()));
+        if let Some(c) = configured.iter().find(|c| &c.id() == id) {
+            evaluators.push(c.clone());
         } else if let Some(builtin) = Evaluator::builtin(id) {
             evaluators.push(builtin);
         } else if let Some(stored) = engine.reader()?.evaluator(id)? {
@@ -520,7 +540,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             evaluators.push(Evaluator::Judge(Box::new(judge)));
         } else {
             anyhow::bail!(
-                "unknown evaluator {id}: not a built-in judge, a code evaluator in --config, \
+                "unknown evaluator {id}: not a built-in, a code or memory evaluator in --config, \
                  or a custom evaluator created with CreateEvaluator"
             );
         }
@@ -537,6 +557,14 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("eval-{run_id}")));
     let llm = judge_llm(args.llm_base_url.as_deref(), &args.llm_model)?;
+    let embedder = evaluators
+        .iter()
+        .any(|e| {
+            matches!(e, Evaluator::Memory(m) if matches!(m.as_ref(),
+                memlog_evals::memory::MemoryEvaluator::ExtractionPrecision(x)
+                    if x.matcher == memlog_evals::memory::MatchMethod::Embedding))
+        })
+        .then(|| memlog_api::server::load_embedder(None).0);
     let cfg = BatchConfig {
         run_id: run_id.clone(),
         name: run_id.clone(),
@@ -550,6 +578,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         use_cache: !args.no_cache,
         concurrency: args.concurrency,
         default_model: args.llm_model.clone(),
+        embedder,
     };
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(

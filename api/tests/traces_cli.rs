@@ -145,3 +145,44 @@ fn eval_runs_code_evaluators_resumes_and_says_what_it_cannot_run() {
         "{text}"
     );
 }
+
+/// Memory evaluators from --config: recall per retrieval of the memory fixture, and a
+/// config that does not parse is named.
+#[test]
+fn eval_runs_memory_evaluators_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = ingest(dir.path(), &[fixture("memory_retrieval.json")]);
+    assert!(ok, "{text}");
+    let config = dir.path().join("eval.json");
+    let out = dir.path().join("report");
+    let run = |config_text: &str| {
+        std::fs::write(&config, config_text).unwrap();
+        let args: Vec<std::ffi::OsString> = vec![
+            "eval".into(),
+            "--data-dir".into(),
+            dir.path().into(),
+            "--config".into(),
+            config.clone().into(),
+            "--out".into(),
+            out.clone().into(),
+            "--evaluator".into(),
+            "memlog.RetrievalRecall".into(),
+        ];
+        memlog(&args.iter().map(|s| s.as_os_str()).collect::<Vec<_>>())
+    };
+    let (ok, text) = run(r#"{"evaluators": [{"evaluatorId": "memlog.RetrievalRecall",
+                            "expected": {"contents": ["aisle"]}}]}"#);
+    assert!(ok, "{text}");
+    assert!(text.contains("4 results written"), "{text}");
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("| memlog.RetrievalRecall | 4 | 0.250 |"),
+        "{summary}"
+    );
+    let (ok, text) = run(r#"{"evaluators": [{"evaluatorId": "memlog.RetrievalRecall",
+                                             "expected": {"contents": [" "]}}]}"#);
+    assert!(
+        !ok && text.contains("empty record id or content snippet"),
+        "{text}"
+    );
+}

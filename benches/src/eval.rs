@@ -1021,6 +1021,7 @@ fn judged(
         use_cache: true,
         concurrency,
         default_model: key_model.clone(),
+        embedder: None,
     };
     let all = || SessionFilter {
         since_unix_nano: Some(since),

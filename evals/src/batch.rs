@@ -19,17 +19,18 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use memlog_engine::command::{Command, Outcome};
-use memlog_engine::evaluation::{EvalTarget, Evaluation};
+use memlog_engine::evaluation::{EvalTarget, Evaluation, JudgeCall};
 use memlog_engine::llm::Llm;
 use memlog_engine::span::SessionId;
 use memlog_engine::traces::SessionRow;
-use memlog_engine::types::Timestamp;
+use memlog_engine::types::{Lsn, Timestamp};
 use memlog_engine::{Engine, Error, Result};
 
 use crate::assemble::Session;
 use crate::code::{CodeEvaluator, Order};
 use crate::evaluator::{EvalResult, EvaluatorId, Level, Target};
 use crate::judge::{self, Judge, Prepared, Reference};
+use crate::memory::{self, MemoryEvaluator};
 
 /// The version logged with code evaluators' results; bump when one changes behaviour.
 pub const CODE_VERSION: &str = "code-1";
@@ -43,6 +44,10 @@ pub enum Evaluator {
     /// (AgentCore's `Builtin.Trajectory*` with `expectedTrajectory` ground truth); not
     /// applicable to a session without one.
     Trajectory(Order),
+    /// A memory-quality evaluator ([`crate::memory`]). `memlog.ExtractionPrecision` is
+    /// about a memory, not a trace session: a batch run evaluates it once, after the
+    /// sessions, and [`evaluate`] passes it by.
+    Memory(Box<MemoryEvaluator>),
 }
 
 impl Evaluator {
@@ -51,6 +56,7 @@ impl Evaluator {
             Evaluator::Code(c) => c.id().to_string(),
             Evaluator::Judge(j) => j.id.to_string(),
             Evaluator::Trajectory(order) => trajectory_id(*order).to_string(),
+            Evaluator::Memory(m) => m.id().to_string(),
         }
     }
 
@@ -59,6 +65,7 @@ impl Evaluator {
             Evaluator::Code(c) => c.level(),
             Evaluator::Judge(j) => j.level,
             Evaluator::Trajectory(_) => Level::Session,
+            Evaluator::Memory(m) => m.level(),
         }
     }
 
@@ -71,10 +78,16 @@ impl Evaluator {
     }
 
     /// A built-in evaluator that needs no configuration beyond ground truth: the LLM
-    /// judges of [`crate::evaluator::builtins`] and the three trajectory matches.
+    /// judges of [`crate::evaluator::builtins`], the three trajectory matches, and
+    /// `memlog.RetrievalRelevance` with its default settings.
     pub fn builtin(id: &str) -> Option<Evaluator> {
         if let Some(b) = crate::evaluator::builtin(id) {
             return Some(Evaluator::Judge(Box::new(Judge::builtin(b))));
+        }
+        if id == EvaluatorId::RETRIEVAL_RELEVANCE.as_str() {
+            return Some(Evaluator::Memory(Box::new(
+                MemoryEvaluator::RetrievalRelevance(Default::default()),
+            )));
         }
         [Order::Exact, Order::InOrder, Order::AnyOrder]
             .into_iter()
@@ -94,14 +107,15 @@ fn trajectory_id(order: Order) -> EvaluatorId {
 /// Ground truth (AgentCore's reference inputs), for a whole session or for one of its
 /// turns.
 ///
-/// A session-level target reads its session's reference. A turn reads its own, or, when
-/// the session has a single turn, the session's (a one-turn session's final answer is that
-/// turn's answer); otherwise none, so a session's expected final answer is never held
-/// against its earlier turns.
+/// A session-level target reads its session's reference. A turn reads its own (by trace
+/// id, else by its position in the session), or, when the session has a single turn, the
+/// session's (a one-turn session's final answer is that turn's answer); otherwise none, so
+/// a session's expected final answer is never held against its earlier turns.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct References {
     sessions: BTreeMap<String, Reference>,
     traces: BTreeMap<(String, String), Reference>,
+    turns: BTreeMap<(String, usize), Reference>,
 }
 
 impl References {
@@ -121,8 +135,14 @@ impl References {
             .insert((session.into(), trace.into()), reference);
     }
 
+    /// Sets the reference of a session's turn by position (0 for the first, in start
+    /// order): ground truth written turn by turn, before the trace ids are known.
+    pub fn insert_turn(&mut self, session: impl Into<String>, index: usize, reference: Reference) {
+        self.turns.insert((session.into(), index), reference);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.traces.is_empty()
+        self.sessions.is_empty() && self.traces.is_empty() && self.turns.is_empty()
     }
 
     /// The reference that applies to `target` in `session` (see the type's documentation).
@@ -134,6 +154,10 @@ impl References {
             Some(trace) => self
                 .traces
                 .get(&(sid.to_owned(), trace.as_str().to_owned()))
+                .or_else(|| {
+                    let index = session.traces.iter().position(|t| &t.trace_id == trace)?;
+                    self.turns.get(&(sid.to_owned(), index))
+                })
                 .cloned()
                 .unwrap_or_else(|| {
                     if session.traces.len() == 1 {
@@ -150,7 +174,7 @@ impl From<BTreeMap<String, Reference>> for References {
     fn from(sessions: BTreeMap<String, Reference>) -> References {
         References {
             sessions,
-            traces: BTreeMap::new(),
+            ..References::default()
         }
     }
 }
@@ -174,7 +198,7 @@ impl SessionFilter {
 }
 
 /// A batch run.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BatchConfig {
     pub run_id: String,
     pub name: String,
@@ -186,6 +210,24 @@ pub struct BatchConfig {
     pub concurrency: usize,
     /// The model judges name in their cache key when they do not name their own.
     pub default_model: String,
+    /// For `memlog.ExtractionPrecision` with the embedding matcher.
+    pub embedder: Option<std::sync::Arc<dyn memlog_engine::embed::Embedder>>,
+}
+
+impl std::fmt::Debug for BatchConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchConfig")
+            .field("run_id", &self.run_id)
+            .field("name", &self.name)
+            .field("evaluators", &self.evaluators)
+            .field("sessions", &self.sessions)
+            .field("references", &self.references)
+            .field("use_cache", &self.use_cache)
+            .field("concurrency", &self.concurrency)
+            .field("default_model", &self.default_model)
+            .field("embedder", &self.embedder.as_ref().map(|e| e.name()))
+            .finish()
+    }
 }
 
 /// Progress, reported after each session.
@@ -357,7 +399,13 @@ pub fn run(
             });
         }
     });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
+    let mut first_error = first_error.into_inner().ok().flatten();
+    if first_error.is_none()
+        && let Err(e) = evaluate_memories(&cx, config)
+    {
+        first_error = Some(e);
+    }
+    if let Some(e) = first_error {
         state["status"] = json!("FAILED");
         state["errorDetails"] = json!([e.to_string()]);
         engine.execute(Command::SaveEvaluationRun(state))?;
@@ -424,6 +472,46 @@ fn evaluate_session(cx: &Context<'_>, config: &BatchConfig, id: &SessionId) -> R
     Ok(())
 }
 
+/// The run's `memlog.ExtractionPrecision` evaluators, once each, over the records of the
+/// memory (and namespace, session) they name.
+fn evaluate_memories(cx: &Context<'_>, config: &BatchConfig) -> Result<()> {
+    let mut out = Vec::new();
+    for evaluator in &config.evaluators {
+        let Evaluator::Memory(m) = evaluator else {
+            continue;
+        };
+        let MemoryEvaluator::ExtractionPrecision(expected) = m.as_ref() else {
+            continue;
+        };
+        let id = m.id();
+        let source = match expected.source(None) {
+            Ok(Some(source)) => source,
+            Ok(None) => {
+                return Err(Error::invalid(format!(
+                    "{id} needs the memoryId whose records it scores"
+                )));
+            }
+            Err(e) => return Err(Error::invalid(format!("{id}: {e}"))),
+        };
+        let target = source.target();
+        if done_before(cx, id.as_str(), &target)? {
+            continue;
+        }
+        let result = match expected.matcher(config.embedder.as_deref()) {
+            Ok(matcher) => {
+                memory::extraction_from_engine(cx.engine, &source, &expected.expected, &matcher)?
+            }
+            Err(e) => EvalResult::failed(&id, target, e.to_string()),
+        };
+        out.push(logged(cx.run_id, CODE_VERSION, &result, None));
+    }
+    if !out.is_empty() {
+        cx.tally.results.fetch_add(out.len(), Ordering::Relaxed);
+        cx.engine.execute(Command::RecordEvaluations(out))?;
+    }
+    Ok(())
+}
+
 /// Evaluates one session: each evaluator on each of its targets that `keep` accepts, in
 /// evaluator order. Returns the log entries to record (the caller records them, so a
 /// session's results land together); each holds its [`EvalResult`] as JSON
@@ -467,6 +555,30 @@ pub fn evaluate(
             Evaluator::Judge(j) => {
                 out.extend(judge_session(cx, j, session, references, keep)?);
             }
+            Evaluator::Memory(m) => match m.as_ref() {
+                MemoryEvaluator::RetrievalRecall(expected) => {
+                    code_results(memory::retrieval_recall(session, expected), &mut out)?;
+                }
+                MemoryEvaluator::RetrievalRelevance(settings) => {
+                    for target in memory::retrieval_targets(session) {
+                        if !keep(&target) || done_before(cx, m.id().as_str(), &target)? {
+                            continue;
+                        }
+                        let prepared =
+                            memory::prepare_retrieval(settings, session, &target, cx.default_model);
+                        out.push(answer(
+                            cx,
+                            &m.id(),
+                            memory::RETRIEVAL_PROMPT_VERSION,
+                            prepared,
+                            target,
+                            &memory::judge_retrieval,
+                            &memory::retrieval_from_logged,
+                        )?);
+                    }
+                }
+                MemoryEvaluator::ExtractionPrecision(_) => {}
+            },
         }
     }
     cx.tally.results.fetch_add(out.len(), Ordering::Relaxed);
@@ -510,44 +622,68 @@ fn judge_session(
             continue;
         }
         let reference = references.for_target(session, &target);
-        let prepared: Prepared =
-            match judge::prepare(j, session, &target, &reference, cx.default_model) {
-                Ok(judge::Preparation::Ask(p)) => p,
-                Ok(judge::Preparation::NotApplicable(result)) => {
-                    out.push(logged(cx.run_id, judge::PROMPT_VERSION, &result, None));
-                    continue;
-                }
-                Err(e) => {
-                    let r = EvalResult::failed(&j.id, target.clone(), e.to_string());
-                    out.push(logged(cx.run_id, judge::PROMPT_VERSION, &r, None));
-                    continue;
-                }
-            };
-        let cached = if cx.use_cache {
-            cx.engine.reader()?.judge_cached(&prepared.cache_key)?
-        } else {
-            None
-        };
-        let (result, call) = match cached.and_then(|(lsn, e)| Some((lsn, e.judge?))) {
-            Some((lsn, call)) => {
-                cx.tally.cache_hits.fetch_add(1, Ordering::Relaxed);
-                let (r, c) = judge::from_logged(j, &prepared, &call, lsn, target);
-                (r, Some(c))
-            }
-            None => {
-                let Some(llm) = cx.llm else {
-                    return Err(Error::invalid(format!(
-                        "{} needs an LLM (none is configured) and its answer is not in the log",
-                        j.id
-                    )));
-                };
-                cx.tally.llm_calls.fetch_add(1, Ordering::Relaxed);
-                judge::judge(llm, j, &prepared, target)
-            }
-        };
-        out.push(logged(cx.run_id, &prepared.prompt_version, &result, call));
+        let prepared = judge::prepare(j, session, &target, &reference, cx.default_model);
+        out.push(answer(
+            cx,
+            &j.id,
+            judge::PROMPT_VERSION,
+            prepared,
+            target,
+            &|llm, p, t| judge::judge(llm, j, p, t),
+            &|p, call, lsn, t| judge::from_logged(j, p, call, lsn, t),
+        )?);
     }
     Ok(out)
+}
+
+/// Asks a model about a prepared question ([`judge::judge`] and its kin).
+type Ask<'a> = dyn Fn(&dyn Llm, &Prepared, Target) -> (EvalResult, Option<JudgeCall>) + 'a;
+/// Reads a logged answer into a result ([`judge::from_logged`] and its kin).
+type Replay<'a> = dyn Fn(&Prepared, &JudgeCall, Lsn, Target) -> (EvalResult, JudgeCall) + 'a;
+
+/// A model's answer about one target, as a log entry: not applicable or failed as
+/// [`prepare`](judge::prepare) found, else from the log (the judge cache) or asked.
+fn answer(
+    cx: &Context<'_>,
+    id: &EvaluatorId,
+    version: &str,
+    prepared: crate::Result<judge::Preparation>,
+    target: Target,
+    ask: &Ask<'_>,
+    replay: &Replay<'_>,
+) -> Result<Evaluation> {
+    let prepared = match prepared {
+        Ok(judge::Preparation::Ask(p)) => p,
+        Ok(judge::Preparation::NotApplicable(result)) => {
+            return Ok(logged(cx.run_id, version, &result, None));
+        }
+        Err(e) => {
+            let r = EvalResult::failed(id, target, e.to_string());
+            return Ok(logged(cx.run_id, version, &r, None));
+        }
+    };
+    let cached = if cx.use_cache {
+        cx.engine.reader()?.judge_cached(&prepared.cache_key)?
+    } else {
+        None
+    };
+    let (result, call) = match cached.and_then(|(lsn, e)| Some((lsn, e.judge?))) {
+        Some((lsn, call)) => {
+            cx.tally.cache_hits.fetch_add(1, Ordering::Relaxed);
+            let (r, c) = replay(&prepared, &call, lsn, target);
+            (r, Some(c))
+        }
+        None => {
+            let Some(llm) = cx.llm else {
+                return Err(Error::invalid(format!(
+                    "{id} needs an LLM (none is configured) and its answer is not in the log"
+                )));
+            };
+            cx.tally.llm_calls.fetch_add(1, Ordering::Relaxed);
+            ask(llm, &prepared, target)
+        }
+    };
+    Ok(logged(cx.run_id, &prepared.prompt_version, &result, call))
 }
 
 /// A custom evaluator as stored by CreateEvaluator (`evaluatorId`, `evaluatorName`,

@@ -58,6 +58,7 @@ fn config(run: &str, use_cache: bool) -> BatchConfig {
         use_cache,
         concurrency: 2,
         default_model: MODEL_ALIAS.into(),
+        embedder: None,
     }
 }
 

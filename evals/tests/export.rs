@@ -383,6 +383,7 @@ fn a_run_is_loaded_with_its_versions_and_the_roots_of_its_traces() {
         use_cache: true,
         concurrency: 1,
         default_model: "none".into(),
+        embedder: None,
     };
     batch::run(&engine, &config, None, &|_| {}).unwrap();
 

@@ -1215,3 +1215,150 @@ fn extracted_records_are_scored_per_session() {
     let (value, label, _) = score("s2");
     assert_eq!((value, label.as_str()), (Some(0.0), "0/1 correct"));
 }
+
+// ---- in batch runs -------------------------------------------------------------------------
+
+/// The memory evaluators as a batch run uses them: the fixture's spans ingested into a real
+/// store next to a memory whose records the rule-based worker extracted. Recall gives one
+/// result per retrieval, extraction precision one for the run; a second invocation of the
+/// run redoes nothing. With the live llama-server, relevance is judged, and another run is
+/// answered from the log with no model at all.
+#[test]
+fn memory_evaluators_run_in_batches_and_resume() {
+    let dir = TempDir::new().unwrap();
+    let engine = open(&dir);
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/memory_retrieval.json");
+    for request in otlp::decode_file(path, &Limits::default()).unwrap() {
+        let spans = memlog_evals::mapping::map(&request).spans;
+        engine.execute(Command::IngestSpans(spans)).unwrap();
+    }
+    let worker = Worker::new(
+        engine.clone(),
+        Arc::new(Hashing::default()),
+        Arc::new(SystemClock),
+    );
+    let thread = worker.start().unwrap();
+    let (memory, _) = create_memory(
+        &engine,
+        vec![json!({"semanticMemoryStrategy": {"name": "facts"}})],
+    );
+    say(
+        &engine,
+        &memory,
+        "ana",
+        "s1",
+        "I live in Paris and I love coffee.",
+    );
+    worker.wait(&memory, Duration::from_secs(60)).unwrap();
+    worker.stop();
+    drop(worker);
+    thread.join().unwrap();
+
+    let evaluator = |config: serde_json::Value| {
+        let m: MemoryEvaluator = serde_json::from_value(config).unwrap();
+        memlog_evals::batch::Evaluator::Memory(Box::new(m))
+    };
+    let config = |run: &str, evaluators| memlog_evals::batch::BatchConfig {
+        run_id: run.into(),
+        name: run.into(),
+        evaluators,
+        sessions: Default::default(),
+        references: Default::default(),
+        use_cache: true,
+        concurrency: 1,
+        default_model: MODEL_ALIAS.into(),
+        embedder: None,
+    };
+    let code = vec![
+        evaluator(json!({"evaluatorId": "memlog.RetrievalRecall",
+                         "sessions": {"trip-42": {"recordIds": [AISLE]}}})),
+        evaluator(json!({"evaluatorId": "memlog.ExtractionPrecision",
+                         "expected": ["Lives in Paris", "Allergic to peanuts"],
+                         "memoryId": memory.as_str(), "sessionId": "s1"})),
+    ];
+    let quiet = |_: memlog_evals::batch::Progress| {};
+    let first =
+        memlog_evals::batch::run(&engine, &config("mem-a", code.clone()), None, &quiet).unwrap();
+    assert_eq!((first.written, first.resumed), (5, 0), "{first:?}");
+    let results = memlog_evals::batch::results(&engine, "mem-a").unwrap();
+    let recall: Vec<(Option<f64>, Option<&str>)> = results
+        .iter()
+        .filter(|r| r.evaluator_id == EvaluatorId::RETRIEVAL_RECALL)
+        .map(|r| (r.value, r.label.as_deref()))
+        .collect();
+    // Only the retriever returned the aisle record (see the fixture).
+    assert_eq!(
+        recall,
+        [
+            (Some(1.0), Some("MATCH")),
+            (Some(0.0), Some("NO_MATCH")),
+            (Some(0.0), Some("NO_MATCH")),
+            (Some(0.0), Some("NO_MATCH")),
+        ]
+    );
+    let [precision] = results
+        .iter()
+        .filter(|r| r.evaluator_id == EvaluatorId::EXTRACTION_PRECISION)
+        .collect::<Vec<_>>()[..]
+    else {
+        panic!("one extraction result expected: {results:?}");
+    };
+    assert_eq!(precision.target, Target::session(&SessionId::new("s1")));
+    assert_eq!(
+        (precision.value, precision.label.as_deref()),
+        (Some(1.0), Some("1/1 correct"))
+    );
+    let again = memlog_evals::batch::run(&engine, &config("mem-a", code), None, &quiet).unwrap();
+    assert_eq!((again.written, again.resumed), (0, 5), "{again:?}");
+
+    // Relevance: a judge. Without a model and without an answer in the log, the run fails
+    // and says why.
+    let relevance = vec![evaluator(
+        json!({"evaluatorId": "memlog.RetrievalRelevance"}),
+    )];
+    let error =
+        memlog_evals::batch::run(&engine, &config("rel-0", relevance.clone()), None, &quiet)
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("needs an LLM"), "{error}");
+    let Some((server, gguf)) = llama_env("memory_evaluators_run_in_batches_and_resume (relevance)")
+    else {
+        return;
+    };
+    let llama = LlamaServer::start(&server, &gguf, free_port());
+    let client = OpenAiCompatible::new(config_for(llama.base_url())).unwrap();
+    let judged = memlog_evals::batch::run(
+        &engine,
+        &config("rel-a", relevance.clone()),
+        Some(&client),
+        &quiet,
+    )
+    .unwrap();
+    // Four retrievals; the empty one and the one with no query are not applicable and ask
+    // nothing.
+    assert_eq!(judged.written, 4, "{judged:?}");
+    assert_eq!((judged.llm_calls, judged.cache_hits), (2, 0), "{judged:?}");
+    drop(llama);
+    let cached =
+        memlog_evals::batch::run(&engine, &config("rel-b", relevance), None, &quiet).unwrap();
+    assert_eq!((cached.llm_calls, cached.cache_hits), (0, 2), "{cached:?}");
+    // The verdicts, with the judge's reasons.
+    let strip = |run: &str| -> Vec<String> {
+        memlog_evals::batch::results(&engine, run)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                format!(
+                    "{:?} {:?} {:?} {:?} {:?}",
+                    r.target, r.value, r.label, r.explanation, r.error
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip("rel-a"), strip("rel-b"));
+}
+
+fn config_for(base_url: String) -> memlog_strategies::llm::LlmConfig {
+    config(base_url)
+}

@@ -242,6 +242,31 @@ def test_batch_evaluations_through_boto3():
     assert needs["status"] == "FAILED", needs
     assert "needs an LLM" in needs["errorDetails"][0]
 
+    # Ground truth from evaluationMetadata: the trajectory evaluator needs no LLM.
+    flight = "conv-" + uuid.uuid4().hex[:8]
+    p = provider()
+    turn(p, flight, "Find me a flight to Lisbon.", "TP123 on Friday.",
+         tool=("search_flights", {"to": "LIS"}, {"flights": ["TP123"]}))
+    p.shutdown()
+    truth = {"sessionMetadata": [{"sessionId": flight, "groundTruth": {"inline": {
+        "expectedTrajectory": {"toolNames": ["search_flights"]},
+        "turns": [{"input": {"prompt": "Find me a flight to Lisbon."},
+                   "expectedResponse": {"text": "TP123 on Friday."}}]}}}]}
+    started = data.start_batch_evaluation(
+        batchEvaluationName="trajectory_truth",
+        evaluators=[{"evaluatorId": "Builtin.TrajectoryExactOrderMatch"}],
+        dataSourceConfig={"cloudWatchLogs": {"serviceNames": ["agent-under-test"],
+                                             "logGroupNames": ["spans"],
+                                             "filterConfig": {"sessionIds": [flight]}}},
+        evaluationMetadata=truth,
+    )
+    graded = settled(started["batchEvaluationId"])
+    assert graded["status"] == "COMPLETED", graded
+    [summary] = graded["evaluationResults"]["evaluatorSummaries"]
+    assert summary["evaluatorId"] == "Builtin.TrajectoryExactOrderMatch"
+    assert summary["statistics"]["averageScore"] == 1.0, graded
+    assert summary["totalEvaluated"] == 1, graded
+
     listed = {r["batchEvaluationId"] for r in data.list_batch_evaluations()["batchEvaluations"]}
     assert {empty["batchEvaluationId"], needs["batchEvaluationId"]} <= listed
 

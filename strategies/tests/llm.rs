@@ -588,6 +588,122 @@ mod strategies {
     /// SmolLM2 cannot write usable episodes (see the table), so this runs on demand with
     /// a capable model (`.ci/llm-qwen` gives Qwen2.5-Coder-1.5B):
     /// `cargo test -p memlog-strategies --test llm real_server_reflection -- --ignored --nocapture`.
+    /// The real client, with every answer cut to a few tokens: the server really answers,
+    /// and the answer really is unfinished JSON (`finish_reason: length`). Nothing is
+    /// invented; only the request's `max_tokens` is changed.
+    struct Cut(OpenAiCompatible);
+
+    impl Llm for Cut {
+        fn model(&self) -> &str {
+            self.0.model()
+        }
+
+        fn chat(
+            &self,
+            req: &memlog_engine::llm::ChatRequest,
+        ) -> Result<memlog_engine::llm::ChatResponse, memlog_engine::llm::LlmError> {
+            let mut req = req.clone();
+            req.max_tokens = Some(4);
+            self.0.chat(&req)
+        }
+    }
+
+    /// A run whose answer does not parse fails, and its log entry carries the exchange it
+    /// made (request and response bodies), so the bad answer can be read, not only the
+    /// parser's complaint about it.
+    #[test]
+    fn real_server_failed_run_logs_its_exchanges() {
+        let Some((server, gguf)) = llama_env("real_server_failed_run_logs_its_exchanges") else {
+            return;
+        };
+        let llama = LlamaServer::start(&server, &gguf, free_port());
+        let client = Cut(OpenAiCompatible::new(config(llama.base_url())).unwrap());
+        let dir = tempfile::TempDir::new().unwrap();
+        let engine = Engine::open(
+            &Options {
+                data_dir: dir.path().to_path_buf(),
+                ..Options::default()
+            },
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        let worker = Worker::with_llm(
+            engine.clone(),
+            Arc::new(Hashing::default()),
+            Arc::new(SystemClock),
+            Some(Arc::new(client)),
+        );
+        let thread = worker.start().unwrap();
+        let memory = match engine
+            .execute(Command::CreateMemory(NewMemory {
+                name: MemoryName::parse("cut_short").unwrap(),
+                description: None,
+                event_expiry_days: 30,
+                strategies: vec![json!({"semanticMemoryStrategy": {"name": "facts"}})],
+                extra: Default::default(),
+                client_token: None,
+            }))
+            .unwrap()
+        {
+            Outcome::Memory(m) => m.id,
+            other => panic!("{other:?}"),
+        };
+        engine
+            .execute(Command::CreateEvent(NewEvent {
+                memory_id: memory.clone(),
+                actor_id: ActorId::parse("ana").unwrap(),
+                session_id: SessionId::parse("s1").unwrap(),
+                event_timestamp: Timestamp::now(),
+                payload: vec![PayloadItem::Conversational(Conversational {
+                    content: Content {
+                        text: "I live in Lisbon and I work as a nurse.".into(),
+                    },
+                    role: Role::User,
+                })],
+                branch: None,
+                metadata: Default::default(),
+                client_token: None,
+                extraction_mode: None,
+            }))
+            .unwrap();
+        let status = wait_caught_up(&worker, &memory);
+        worker.stop();
+        thread.join().unwrap();
+        assert_eq!(
+            status.failed_sessions,
+            1,
+            "{status:?}\n{}",
+            llama.log_tail()
+        );
+        let failed: Vec<_> = engine
+            .reader()
+            .unwrap()
+            .entries_from(Lsn(1))
+            .unwrap()
+            .filter_map(|e| match e.unwrap().body {
+                Body::Extracted { extraction: x, .. } if x.error.is_some() => Some(x),
+                _ => None,
+            })
+            .collect();
+        let [x] = failed.as_slice() else {
+            panic!("one failed run expected: {failed:?}");
+        };
+        let error = x.error.as_deref().unwrap();
+        assert!(error.contains("not the JSON asked for"), "{error}");
+        assert_eq!(x.strategy_version, "llm-2");
+        assert!(x.records.is_empty());
+        let [exchange] = x.exchanges.as_slice() else {
+            panic!("one exchange expected: {:?}", x.exchanges);
+        };
+        assert_eq!(exchange["request"]["max_tokens"], 4, "{exchange}");
+        assert_eq!(
+            exchange["response"]["choices"][0]["finish_reason"], "length",
+            "{exchange}"
+        );
+        assert!(x.usage.completion_tokens > 0, "{:?}", x.usage);
+        assert!(x.model.is_some());
+    }
+
     #[test]
     #[ignore = "needs a model that can describe episodes; SmolLM2 cannot"]
     fn real_server_reflection() {

@@ -39,8 +39,10 @@ pub const LOCOMO_DEV_RELATIVE_PATH: &str = "shared/datasets/locomo/locomo-dev.js
 pub const ADVERSARIAL_CATEGORY: u8 = 5;
 
 /// Why a data set file (LoCoMo, or a JSON Lines fixture such as the
-/// [consolidation pairs](crate::consolidation)) could not be loaded.
+/// [consolidation pairs](crate::consolidation), a LongMemEval file, an OTLP trace file)
+/// could not be loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The file could not be read (missing, unreadable, not UTF-8).
     #[error("cannot read data set file {}: {source}", path.display())]
@@ -58,6 +60,17 @@ pub enum Error {
         /// Where in the JSON the problem is, e.g. `[0].conversation.session_3[4].text`;
         /// empty when the document as a whole is at fault.
         at: String,
+        /// What is wrong, with line and column.
+        source: serde_json::Error,
+    },
+    /// A file is not the JSON document its format requires (a LongMemEval file that is no
+    /// JSON array; an OTLP/JSON document that is not JSON).
+    #[error("invalid {format} file {}: {source}", path.display())]
+    Json {
+        /// The file (or the origin given to a `from_slice`).
+        path: PathBuf,
+        /// The format expected, e.g. `"LongMemEval"`.
+        format: &'static str,
         /// What is wrong, with line and column.
         source: serde_json::Error,
     },
@@ -358,7 +371,7 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
 }
 
 /// ASCII digits only (no sign, no spaces), at most 9 of them so the value fits.
-fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
+pub(crate) fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
     if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -392,7 +405,7 @@ fn is_leap_year(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
 
-fn days_in_month(year: i64, month: u32) -> u32 {
+pub(crate) fn days_in_month(year: i64, month: u32) -> u32 {
     match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -404,7 +417,7 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 
 /// Days since 1970-01-01 of a date in the proleptic Gregorian calendar (Howard Hinnant's
 /// `days_from_civil`). `month` is 1–12, `day` 1–31.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year.rem_euclid(400); // [0, 399]
@@ -654,7 +667,9 @@ struct RawQa {
 }
 
 /// A string, a number (kept as its text) or null.
-fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+pub(crate) fn text_or_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     struct TextVisitor;
 
     impl<'de> Visitor<'de> for TextVisitor {

@@ -226,6 +226,10 @@ struct ServeArgs {
     /// The model name to ask the endpoint for.
     #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
     llm_model: String,
+    /// Seconds between two passes of online evaluation over the enabled online evaluation
+    /// configs (sessions are evaluated once idle for the config's session timeout).
+    #[arg(long, env = "MEMLOG_ONLINE_EVAL_TICK_SECS", default_value_t = 30)]
+    online_eval_tick_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -757,6 +761,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let options = memlog_api::server::Options {
         body_limit: args.body_limit_mb * 1024 * 1024,
         expiry_interval: Duration::from_secs(args.expiry_interval_secs.max(1)),
+        online_eval_tick: Duration::from_secs(args.online_eval_tick_secs.max(1)),
         request_timeout: Duration::from_secs_f64(args.request_timeout_ms / 1000.0),
         evaluate_timeout: Duration::from_secs(args.evaluate_timeout_secs.max(1)),
         embed_model: args.embed_model.clone(),

@@ -34,6 +34,8 @@ pub struct AppState {
     pub worker: std::sync::Arc<memlog_strategies::Worker>,
     /// The configured LLM (`--llm-base-url`): strategies and batch-evaluation judges.
     pub llm: Option<std::sync::Arc<dyn memlog_engine::llm::Llm>>,
+    /// What the online evaluation consumer last found for each config.
+    pub online: memlog_evals::online::Handle,
 }
 
 /// Path parameters; a bad one is a ValidationException, never a plain-text 400.
@@ -546,6 +548,20 @@ pub fn router(state: AppState) -> axum::Router {
             axum::routing::get(crate::evaluations::get_batch),
         )
         .route("/evaluators", axum::routing::post(crate::evaluations::list))
+        .route(
+            "/online-evaluation-configs/create",
+            axum::routing::post(crate::online::create),
+        )
+        .route(
+            "/online-evaluation-configs",
+            axum::routing::post(crate::online::list),
+        )
+        .route(
+            "/online-evaluation-configs/{online_evaluation_config_id}",
+            axum::routing::get(crate::online::get)
+                .put(crate::online::update)
+                .delete(crate::online::delete),
+        )
         .route(
             "/evaluators/{evaluator_id}",
             axum::routing::get(crate::evaluations::get)

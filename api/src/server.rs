@@ -38,6 +38,9 @@ pub struct Options {
     pub hashing_embedder: bool,
     /// The LLM the extraction strategies ask; `None`: rule-based strategies.
     pub llm: Option<memlog_strategies::llm::LlmConfig>,
+    /// Time between two passes of the online evaluation consumer
+    /// ([`memlog_evals::online`]) over the enabled online evaluation configs.
+    pub online_eval_tick: Duration,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             embed_model: None,
             hashing_embedder: false,
             llm: None,
+            online_eval_tick: memlog_evals::online::Options::default().tick,
         }
     }
 }
@@ -82,8 +86,15 @@ pub fn load_embedder(
     (Arc::new(Hashing::default()), None)
 }
 
-/// The whole application: routes plus middleware.
+/// The whole application: routes plus middleware. The online evaluation consumer is not
+/// started (GetOnlineEvaluationConfig then shows no counts); [`serve`] runs it.
 pub fn app(engine: Engine, options: &Options) -> axum::Router {
+    parts(engine, options).0
+}
+
+/// The application and its online evaluation consumer (not yet running), which share the
+/// engine, the LLM and the consumer's status handle.
+fn parts(engine: Engine, options: &Options) -> (axum::Router, memlog_evals::online::Service) {
     let (embedder, embed_model): (Arc<dyn Embedder>, _) = if options.hashing_embedder {
         tracing::warn!("embeddings: the hashing embedder, as asked (NOT semantic)");
         (Arc::new(Hashing::default()), None)
@@ -115,6 +126,13 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
     if let Err(e) = worker.start() {
         tracing::error!("cannot start the strategy worker: {e}; events will not be extracted");
     }
+    let online = memlog_evals::online::Service::new(
+        engine.clone(),
+        llm.clone(),
+        memlog_evals::online::Options {
+            tick: options.online_eval_tick,
+        },
+    );
     let state = AppState {
         engine,
         arn: options.arn.clone(),
@@ -122,8 +140,9 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
         embed_model,
         worker,
         llm,
+        online: online.handle(),
     };
-    routes::router(state)
+    let router = routes::router(state)
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(axum::middleware::from_fn_with_state(
             Deadlines {
@@ -139,7 +158,8 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
                     .into_response()
             },
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http());
+    (router, online)
 }
 
 #[derive(Clone, Copy)]
@@ -225,14 +245,29 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     }));
-    let app = app(engine, &options);
+    let (app, online) = parts(engine, &options);
+    // The consumer is synchronous (engine reads, LLM calls): its own thread, stopped by
+    // dropping `online_stop` (it finishes the session it is evaluating first).
+    let (online_stop, online_rx) = std::sync::mpsc::channel::<()>();
+    let online = std::thread::Builder::new()
+        .name("online-eval".into())
+        .spawn(move || online.run(online_rx))
+        .map_err(|e| {
+            tracing::error!("cannot start the online evaluation loop: {e}");
+            e
+        })
+        .ok();
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
+            drop(online_stop);
         })
         .await;
     let _ = expiry.await;
+    if let Some(thread) = online {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     result
 }
 

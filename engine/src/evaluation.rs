@@ -73,7 +73,8 @@ pub struct JudgeCall {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Evaluation {
-    /// The batch run it belongs to; `None` for on-demand and online results.
+    /// The run it belongs to: a batch run, or `online-{configId}` for online results;
+    /// `None` for on-demand results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
     pub evaluator_id: String,

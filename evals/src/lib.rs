@@ -52,6 +52,8 @@
 //!   same result rebuilt from a logged exchange.
 //! - [`memory`]: memory-quality evaluators: relevance (LLM judge) and recall of the memory
 //!   records a trace retrieved, and the precision of extracted records against labelled facts.
+//! - [`online`]: online evaluation: the log consumer that evaluates sessions once they go
+//!   idle, under the online evaluation configs (sampling, filters, idle timeout).
 //! - [`export`]: results out to OpenTelemetry as `gen_ai.evaluation.result` events (or
 //!   spans), in OTLP/protobuf or OTLP/JSON, and posted to an OTLP/HTTP endpoint.
 
@@ -64,6 +66,7 @@ pub mod export;
 pub mod judge;
 pub mod mapping;
 pub mod memory;
+pub mod online;
 pub mod otlp;
 pub use memlog_engine::span;
 

@@ -200,6 +200,94 @@ def test_custom_evaluators_through_boto3():
         assert e.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
+def test_online_evaluation_configs_through_boto3():
+    from botocore.exceptions import ClientError
+
+    c = control()
+    name = "online_" + uuid.uuid4().hex[:8]
+    source = {"cloudWatchLogs": {"logGroupNames": ["agents"], "serviceNames": ["agent-under-test"]}}
+    role = "arn:aws:iam::123456789012:role/evaluations"
+    rule = {
+        "samplingConfig": {"samplingPercentage": 25.5},
+        "filters": [{"key": "service.name", "operator": "Equals",
+                     "value": {"stringValue": "agent-under-test"}}],
+        "sessionConfig": {"sessionTimeoutMinutes": 10},
+    }
+    created = c.create_online_evaluation_config(
+        onlineEvaluationConfigName=name, description="watch the agent", rule=rule,
+        dataSourceConfig=source, evaluators=[{"evaluatorId": "Builtin.TrajectoryInOrderMatch"}],
+        evaluationExecutionRoleArn=role, enableOnCreate=True,
+    )
+    cid = created["onlineEvaluationConfigId"]
+    assert cid.startswith(name + "-") and created["status"] == "ACTIVE"
+    assert created["executionStatus"] == "ENABLED"
+    assert created["onlineEvaluationConfigArn"].endswith(":online-evaluation-config/" + cid)
+    assert created["outputConfig"]["cloudWatchConfig"]["logGroupName"] == "memlog/online/" + cid
+
+    got = c.get_online_evaluation_config(onlineEvaluationConfigId=cid)
+    assert got["onlineEvaluationConfigName"] == name and got["description"] == "watch the agent"
+    assert got["rule"] == rule and got["dataSourceConfig"] == source
+    assert got["evaluators"] == [{"evaluatorId": "Builtin.TrajectoryInOrderMatch"}]
+    assert got["evaluationExecutionRoleArn"] == role
+    assert got["createdAt"] <= got["updatedAt"]
+
+    listed = {s["onlineEvaluationConfigId"]: s
+              for s in c.list_online_evaluation_configs()["onlineEvaluationConfigs"]}
+    assert listed[cid]["onlineEvaluationConfigName"] == name
+    assert listed[cid]["executionStatus"] == "ENABLED"
+
+    updated = c.update_online_evaluation_config(
+        onlineEvaluationConfigId=cid, executionStatus="DISABLED", description="paused",
+        evaluators=[{"evaluatorId": "Builtin.Helpfulness"}],
+    )
+    assert updated["executionStatus"] == "DISABLED"
+    got = c.get_online_evaluation_config(onlineEvaluationConfigId=cid)
+    assert got["executionStatus"] == "DISABLED" and got["description"] == "paused"
+    assert got["evaluators"] == [{"evaluatorId": "Builtin.Helpfulness"}]
+    assert got["rule"] == rule
+
+    # What botocore lets through and memlog refuses.
+    def refused(**changes):
+        kwargs = dict(onlineEvaluationConfigName="refused_" + uuid.uuid4().hex[:8], rule=rule,
+                      dataSourceConfig=source, evaluationExecutionRoleArn=role,
+                      evaluators=[{"evaluatorId": "Builtin.Helpfulness"}], enableOnCreate=False)
+        kwargs.update(changes)
+        try:
+            c.create_online_evaluation_config(**kwargs)
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ValidationException", e.response
+            return e.response["Error"]["Message"]
+        raise AssertionError(f"accepted {changes}")
+
+    filt = rule["filters"][0]
+    assert "samplingPercentage" in refused(rule={"samplingConfig": {"samplingPercentage": 100.5}})
+    assert "at most 5" in refused(rule=dict(rule, filters=[filt] * 6))
+    assert "operator" in refused(rule=dict(rule, filters=[dict(filt, operator="Like")]))
+    assert "doubleValue" in refused(rule=dict(rule, filters=[dict(filt, operator="GreaterThan")]))
+    assert "sessionTimeoutMinutes" in refused(
+        rule=dict(rule, sessionConfig={"sessionTimeoutMinutes": 1441}))
+    assert "evaluators" in refused(evaluators=[{"evaluatorId": "Builtin.NoSuchEvaluator"}])
+    assert "evaluators" in refused(evaluators=[{"evaluatorId": "Builtin.Helpfulness"}] * 11)
+    assert "onlineEvaluationConfigName" in refused(onlineEvaluationConfigName="9lives")
+    assert "evaluationExecutionRoleArn" in refused(evaluationExecutionRoleArn="not-a-role")
+    try:
+        c.update_online_evaluation_config(
+            onlineEvaluationConfigId=cid,
+            rule={"samplingConfig": {"samplingPercentage": 50}, "filters": [filt] * 6})
+        raise AssertionError("an update with 6 filters was accepted")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "ValidationException", e.response
+
+    deleted = c.delete_online_evaluation_config(onlineEvaluationConfigId=cid)
+    assert deleted["status"] == "DELETING" and deleted["onlineEvaluationConfigId"] == cid
+    for call in (c.get_online_evaluation_config, c.delete_online_evaluation_config):
+        try:
+            call(onlineEvaluationConfigId=cid)
+            raise AssertionError("deleted config still there")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
 def test_batch_evaluations_through_boto3():
     import time
 

@@ -626,7 +626,11 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
 
 fn eval_export(args: EvalExportArgs) -> anyhow::Result<()> {
     let engine = open_engine(&args.store, None)?;
-    if engine.reader()?.eval_run(&args.run_id)?.is_none() {
+    // Batch runs save their state; online runs (`online-{configId}`) have results only.
+    let reader = engine.reader()?;
+    if reader.eval_run(&args.run_id)?.is_none()
+        && reader.run_evaluations(Some(&args.run_id))?.is_empty()
+    {
         anyhow::bail!(
             "there is no evaluation run {} in {}",
             args.run_id,

@@ -290,4 +290,23 @@ fn the_server_evaluates_idle_sessions_under_its_online_configs() {
     assert_eq!(logged.len(), 2, "{evaluators:?}");
     assert!(evaluators.contains(&"memlog.LatencyBudget"));
     assert!(logged.iter().all(|e| e.target.session_id == SESSION));
+    drop(engine);
+
+    // An online run has results and no saved run state; it exports all the same.
+    let file = dir.path().join("online.json");
+    let out = std::process::Command::new(common::BIN)
+        .arg("eval-export")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--run-id", &format!("online-{id}"), "--file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported: Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let events = exported["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no log records: {exported}"));
+    assert_eq!(events.len(), 2, "{exported}");
 }

@@ -1230,9 +1230,11 @@ fn small_candidate_set(
     Some(out)
 }
 
-/// Weighted reciprocal rank fusion of two ranked lists, normalised so that being first in
-/// every list that has weight scores 1.
-fn fuse(
+/// Weighted reciprocal rank fusion of two ranked lists (vector, full text), normalised so
+/// that being first in every list that has weight scores 1: each record scores
+/// `Σ w / (k + rank)` over the lists it is in, divided by `(wv + wb) / (k + 1)`. The best
+/// `top_k`, ties to the lower record id. Public for the micro-benchmarks.
+pub fn fuse(
     vec_list: &[(Arc<Record>, f32)],
     text_list: &[(Arc<Record>, f32)],
     wv: f32,

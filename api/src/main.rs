@@ -240,7 +240,7 @@ enum BenchCmd {
     /// retrieval, in-process (no server), one record per dialogue turn.
     Locomo(LocomoArgs),
     /// The HNSW index alone: recall@10 and single-threaded QPS at several ef on MiniLM
-    /// vectors of LoCoMo, side by side with hnswlib (Python) on the same vectors.
+    /// vectors of LoCoMo, side by side with hnswlib and faiss (Python) on the same vectors.
     Ann(AnnArgs),
     /// RetrieveMemoryRecords latency over HTTP at growing corpus sizes, against a fresh
     /// in-process server.
@@ -252,9 +252,78 @@ enum BenchCmd {
     /// sessions assembled per second, and a cached re-run of judged traces (one real
     /// judge answer, the rest from the judge cache; needs --llm-base-url).
     Eval(BenchEvalArgs),
+    /// Every projection rebuilt from the log (as `memlog replay`) on a store of N events
+    /// and records written through the engine: log entries per second, and whether the
+    /// rebuild is byte-identical.
+    Replay(BenchReplayArgs),
+    /// Every bench in sequence into OUT/<name>/, plus embedding throughput, then
+    /// OUT/report.md and OUT/report.json: each target of the issues with the value
+    /// measured and its ratio, and links to the sub-reports and plots. A bench that cannot
+    /// run (no model, no LoCoMo file, no LLM, no Python peer) is reported as skipped.
+    All(BenchAllArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, serde::Serialize)]
+struct BenchReplayArgs {
+    /// Events written before the replay.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Memory records written (CreateRecords, 100 per command) before the replay.
+    #[arg(long, default_value_t = 10_000)]
+    records: u64,
+    /// Sessions the events are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    sessions: u32,
+    /// Bytes of conversational text per event.
+    #[arg(long, default_value_t = 300)]
+    payload_bytes: usize,
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+    #[arg(long, default_value = "bench-out/replay")]
+    out: PathBuf,
+    /// Data directory (default: a fresh temporary directory; it should be empty).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Storage backend under test.
+    #[arg(long, default_value = "redb")]
+    backend: store::Kind,
+}
+
+#[derive(Args, serde::Serialize)]
+struct BenchAllArgs {
+    /// Sizes small enough for the whole run to take under 10 minutes on 2 cores (release
+    /// build); the report says the numbers are from the quick run.
+    #[arg(long)]
+    quick: bool,
+    /// Where the summary goes; each bench writes into OUT/<name>/.
+    #[arg(long, default_value = "bench-out/all")]
+    out: PathBuf,
+    /// Run nothing: write the summary again from the sub-reports already in OUT (after a
+    /// stage was re-run on its own, or the summary's code changed).
+    #[arg(long)]
+    summarize_only: bool,
+    /// Only these benches (repeat or comma-separate): ingest, retrieve, ann, locomo,
+    /// extract, eval, replay, embed. Default: all of them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// The LoCoMo JSON file (default as for `bench locomo`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The MiniLM model directory (default: $MEMLOG_EMBED_MODEL, then the model cache).
+    #[arg(long)]
+    embed_model: Option<PathBuf>,
+    /// The Python for the peers (hnswlib, faiss, the LoCoMo baselines); default as for
+    /// `bench ann`.
+    #[arg(long, env = "MEMLOG_PYTHON")]
+    python: Option<PathBuf>,
+    /// An OpenAI-compatible endpoint for eval's judged part (skipped without one).
+    #[arg(long, env = "MEMLOG_LLM_BASE_URL")]
+    llm_base_url: Option<String>,
+    #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
+    llm_model: String,
+}
+
+#[derive(Args, serde::Serialize)]
 struct BenchEvalArgs {
     /// Generated agent traces (about 5 spans each), ingested once per encoding.
     #[arg(long, default_value_t = 1000)]
@@ -276,7 +345,7 @@ struct BenchEvalArgs {
     llm_model: String,
 }
 
-#[derive(Args)]
+#[derive(Args, serde::Serialize)]
 struct ExtractArgs {
     /// Facts timed per client from CreateEvent to retrievable.
     #[arg(long, default_value_t = 100)]
@@ -297,7 +366,7 @@ struct ExtractArgs {
     embed_model: Option<PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Args, serde::Serialize)]
 struct AnnArgs {
     /// The LoCoMo JSON file whose turns and questions are embedded (default as for `locomo`).
     #[arg(long)]
@@ -316,15 +385,16 @@ struct AnnArgs {
     /// Repetitions per block of 100 queries (the fastest counts).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// A Python with hnswlib and numpy for the peer (default: $MEMLOG_PYTHON, then python3).
-    #[arg(long, env = "MEMLOG_PYTHON", default_value = "python3")]
-    python: PathBuf,
-    /// Skip the hnswlib peer.
+    /// A Python with the peers' packages (default: $MEMLOG_PYTHON, then the venv
+    /// `benches/peers/setup` creates, then python3).
+    #[arg(long, env = "MEMLOG_PYTHON")]
+    python: Option<PathBuf>,
+    /// Skip the hnswlib and faiss peers (the report says so).
     #[arg(long)]
     no_peer: bool,
 }
 
-#[derive(Args)]
+#[derive(Args, serde::Serialize)]
 struct RetrieveArgs {
     /// Corpus sizes, comma-separated.
     #[arg(long, default_value = "1000,10000,100000", value_delimiter = ',')]
@@ -349,7 +419,7 @@ struct RetrieveArgs {
     skip_ranks: usize,
 }
 
-#[derive(Args)]
+#[derive(Args, serde::Serialize)]
 struct LocomoArgs {
     /// The LoCoMo JSON file (default: $MEMLOG_LOCOMO, then shared/datasets/locomo/locomo-dev.json
     /// beside the checkout).
@@ -380,9 +450,16 @@ struct LocomoArgs {
     llm_base_url: Option<String>,
     #[arg(long, env = "MEMLOG_LLM_MODEL", default_value = "default")]
     llm_model: String,
+    /// Also run the Python peers on the same turns, questions and vectors: mem0 (offline,
+    /// infer=False), plain BM25 and brute-force dense (set them up with benches/peers/setup).
+    #[arg(long)]
+    peers: bool,
+    /// The Python for --peers (default: $MEMLOG_PYTHON, then benches/peers/.venv, then python3).
+    #[arg(long, env = "MEMLOG_PYTHON")]
+    python: Option<PathBuf>,
 }
 
-#[derive(Args)]
+#[derive(Args, serde::Serialize)]
 struct IngestArgs {
     /// Events to create (after a warm-up).
     #[arg(long, default_value_t = 50_000)]
@@ -390,6 +467,10 @@ struct IngestArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Also run at these concurrencies (comma-separated), each on a fresh store, for the
+    /// throughput-vs-concurrency plot; the main report is the run at --concurrency.
+    #[arg(long, value_delimiter = ',')]
+    concurrency_levels: Vec<usize>,
     /// ListEvents requests to time.
     #[arg(long, default_value_t = 2_000)]
     list_requests: u64,
@@ -739,6 +820,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(BenchCmd::Retrieve(args)) => bench_retrieve(args),
         Cmd::Bench(BenchCmd::Extract(args)) => bench_extract(args),
         Cmd::Bench(BenchCmd::Eval(args)) => bench_eval(args),
+        Cmd::Bench(BenchCmd::Replay(args)) => bench_replay(args),
+        Cmd::Bench(BenchCmd::All(args)) => bench_all(args),
         Cmd::Model(ModelCmd::Fetch { dest, python }) => {
             let dest = dest.unwrap_or_else(memlog_api::model::default_dir);
             memlog_api::model::fetch(&dest, &python)
@@ -899,9 +982,104 @@ fn re_extract(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let (_tmp, engine) = bench_engine(args.data_dir.as_deref(), args.backend)?;
-    let rt = runtime()?;
-    let report = rt.block_on(async move {
+    let run = memlog_benches::report::Run::start("ingest", &args, Some(args.seed));
+    let mut levels: Vec<usize> = args
+        .concurrency_levels
+        .iter()
+        .copied()
+        .filter(|&c| c > 0)
+        .chain([args.concurrency.max(1)])
+        .collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let mut main = None;
+    let mut sweep = Vec::new();
+    for (i, &c) in levels.iter().enumerate() {
+        if levels.len() > 1 {
+            eprintln!(
+                "ingest: {c} concurrent clients ({}/{})",
+                i + 1,
+                levels.len()
+            );
+        }
+        // Every level starts from a fresh store, so a later level is not slowed by the
+        // events of an earlier one.
+        let dir = args.data_dir.as_ref().map(|d| {
+            if levels.len() > 1 {
+                d.join(format!("c{c}"))
+            } else {
+                d.clone()
+            }
+        });
+        let report = ingest_once(&args, c, dir.as_deref())?;
+        sweep.push(serde_json::json!({
+            "concurrency": c,
+            "events_per_sec": report.events_per_sec,
+            "p50_ms": report.create_latency.p50_ms,
+            "p95_ms": report.create_latency.p95_ms,
+            "p99_ms": report.create_latency.p99_ms,
+            "errors": report.errors,
+            "passed": report.passed(),
+        }));
+        if c == args.concurrency.max(1) {
+            main = Some(report);
+        }
+    }
+    let report = main.context("no run at --concurrency")?;
+    let json = serde_json::json!({
+        "bench": "ingest",
+        "backend": args.backend,
+        "report": report,
+        "sweep": sweep,
+    });
+    let plots = plots_or_warn(memlog_benches::plot::ingest_figures(&json, &args.out));
+    let mut md = format!("# memlog bench ingest\n\n{}", report.to_markdown());
+    if sweep.len() > 1 {
+        md += "\n## Concurrency sweep (CreateEvent, each level on a fresh store)\n\n\
+               | clients | events/s | p50 ms | p95 ms | p99 ms | errors | verified |\n\
+               |---:|---:|---:|---:|---:|---:|---|\n";
+        for p in &sweep {
+            md += &format!(
+                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                p["concurrency"],
+                p["events_per_sec"].as_f64().unwrap_or(0.0),
+                p["p50_ms"].as_f64().unwrap_or(0.0),
+                p["p95_ms"].as_f64().unwrap_or(0.0),
+                p["p99_ms"].as_f64().unwrap_or(0.0),
+                p["errors"],
+                if p["passed"] == true { "pass" } else { "FAIL" },
+            );
+        }
+    }
+    run.finish(&args.out, json, &md, &plots)?;
+    println!("{md}");
+    println!("reports written to {}", args.out.display());
+    if sweep.iter().any(|p| p["passed"] != true) {
+        anyhow::bail!(
+            "the run lost or damaged events (see the verification in {})",
+            args.out.join("report.md").display()
+        );
+    }
+    Ok(())
+}
+
+/// One `bench ingest` run at `concurrency` clients against a fresh in-process server.
+fn ingest_once(
+    args: &IngestArgs,
+    concurrency: usize,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<memlog_benches::ingest::IngestReport> {
+    let (_tmp, engine) = bench_engine(data_dir, args.backend)?;
+    let opts = memlog_benches::ingest::IngestOptions {
+        events: args.events,
+        concurrency,
+        list_requests: args.list_requests,
+        payload_bytes: args.payload_bytes,
+        sessions: args.sessions,
+        seed: args.seed,
+        ..Default::default()
+    };
+    runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -913,47 +1091,24 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
                 let _ = stop_rx.await;
             },
         ));
-        let opts = memlog_benches::ingest::IngestOptions {
-            events: args.events,
-            concurrency: args.concurrency,
-            list_requests: args.list_requests,
-            payload_bytes: args.payload_bytes,
-            sessions: args.sessions,
-            seed: args.seed,
-            ..Default::default()
-        };
         let report = memlog_benches::ingest::run(&format!("http://{addr}"), &opts).await;
         let _ = stop_tx.send(());
         let _ = server.await;
         report
-    })?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let json = serde_json::json!({
-        "bench": "ingest",
-        "backend": args.backend,
-        "report": report,
-    });
-    std::fs::write(
-        args.out.join("report.json"),
-        serde_json::to_vec_pretty(&json)?,
-    )?;
-    let md = report.to_markdown();
-    std::fs::write(args.out.join("report.md"), &md)?;
-    println!("{md}");
-    println!("reports written to {}", args.out.display());
-    if !report.passed() {
-        anyhow::bail!(
-            "the run lost or damaged events: {} lost, {} duplicated, {} corrupted",
-            report.lost,
-            report.duplicates,
-            report.corrupted
-        );
-    }
-    Ok(())
+    })
+}
+
+/// The plots of a report, or none (and a warning) if drawing failed: a picture is not
+/// worth losing the numbers for.
+fn plots_or_warn(plots: anyhow::Result<Vec<String>>) -> Vec<String> {
+    plots.unwrap_or_else(|e| {
+        eprintln!("warning: no plots: {e:#}");
+        Vec::new()
+    })
 }
 
 fn bench_locomo(args: LocomoArgs) -> anyhow::Result<()> {
+    let run = memlog_benches::report::Run::start("locomo", &args, None);
     let data = locomo_path(args.data)?;
     if !(1..=100).contains(&args.top_k) {
         anyhow::bail!("--top-k must be between 1 and 100");
@@ -964,6 +1119,9 @@ fn bench_locomo(args: LocomoArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         top_k: args.top_k,
         experiments: args.experiments,
+        peers: args
+            .peers
+            .then(|| memlog_benches::peers::python(args.python)),
         ..Default::default()
     };
     let report = if args.extracted {
@@ -973,6 +1131,15 @@ fn bench_locomo(args: LocomoArgs) -> anyhow::Result<()> {
         memlog_benches::locomo::run(&opts)?
     };
     report.write(&args.out)?;
+    let mut plots = Vec::new();
+    for k in [1, 5, 10] {
+        plots.extend(plots_or_warn(memlog_benches::plot::locomo_figures(
+            &report.json,
+            &args.out,
+            k,
+        )));
+    }
+    run.finish(&args.out, report.json.clone(), &report.markdown, &plots)?;
     println!("{}", report.markdown);
     println!("reports written to {}", args.out.display());
     Ok(())
@@ -993,6 +1160,11 @@ fn locomo_path(data: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 fn bench_ann(args: AnnArgs) -> anyhow::Result<()> {
+    let run = memlog_benches::report::Run::start(
+        "ann",
+        &args,
+        Some(memlog_benches::ann::AnnOptions::default().seed),
+    );
     if args.ef.is_empty() || args.ef.contains(&0) {
         anyhow::bail!("--ef needs positive values");
     }
@@ -1003,10 +1175,13 @@ fn bench_ann(args: AnnArgs) -> anyhow::Result<()> {
         scale: args.scale,
         efs: args.ef,
         reps: args.reps,
-        python: (!args.no_peer).then_some(args.python),
+        python: (!args.no_peer).then(|| memlog_benches::peers::python(args.python)),
         ..Default::default()
     };
     let report = memlog_benches::ann::run(&opts)?;
+    let json = serde_json::to_value(&report)?;
+    let plots = plots_or_warn(memlog_benches::plot::ann_figures(&json, &args.out));
+    run.finish(&args.out, json, &report.to_markdown(), &plots)?;
     println!("{}", report.to_markdown());
     println!("reports written to {}", args.out.display());
     Ok(())
@@ -1019,13 +1194,15 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
     let (_tmp, engine) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
     let model = memlog_engine::embed::find_model(args.embed_model.as_deref());
     let opts = memlog_benches::retrieve::RetrieveOptions {
-        sizes: args.sizes,
+        sizes: args.sizes.clone(),
         concurrency: args.concurrency.max(1),
         queries: args.queries.max(1),
         skip_ranks: args.skip_ranks,
         ..Default::default()
     };
-    let report = runtime()?.block_on(async move {
+    let run = memlog_benches::report::Run::start("retrieve", &args, Some(opts.seed));
+    let rt = runtime()?;
+    let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1052,15 +1229,12 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(());
         let _ = server.await;
         report
-    })?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("report.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )?;
+    });
+    let report = report?;
+    let json = serde_json::to_value(&report)?;
+    let plots = plots_or_warn(memlog_benches::plot::retrieve_figures(&json, &args.out));
     let md = report.to_markdown();
-    std::fs::write(args.out.join("report.md"), &md)?;
+    run.finish(&args.out, json, &md, &plots)?;
     println!("{md}");
     println!("reports written to {}", args.out.display());
     Ok(())
@@ -1074,12 +1248,14 @@ fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         ..Default::default()
     };
+    let run = memlog_benches::report::Run::start("extract", &args, Some(opts.seed));
     let embed_model = args.embed_model.clone();
     let embedder_name = match memlog_engine::embed::find_model(embed_model.as_deref()) {
         Some(dir) => format!("all-MiniLM-L6-v2 ({})", dir.display()),
         None => "hashing (no model found: NOT semantic)".to_owned(),
     };
-    let report = runtime()?.block_on(async move {
+    let rt = runtime()?;
+    let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1099,15 +1275,10 @@ fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(());
         let _ = server.await;
         report
-    })?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("report.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )?;
+    });
+    let report = report?;
     let md = report.to_markdown();
-    std::fs::write(args.out.join("report.md"), &md)?;
+    run.finish(&args.out, serde_json::to_value(&report)?, &md, &[])?;
     println!("{md}");
     println!("reports written to {}", args.out.display());
     Ok(())
@@ -1122,21 +1293,211 @@ fn bench_eval(args: BenchEvalArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..Default::default()
     };
+    let run = memlog_benches::report::Run::start("eval", &args, Some(args.seed));
     let report = memlog_benches::eval::run(
         &engine,
         &opts,
         llm.as_ref().map(|l| l as &dyn memlog_engine::llm::Llm),
     )?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    std::fs::write(
-        args.out.join("report.json"),
-        serde_json::to_vec_pretty(&report)?,
-    )?;
+    let json = serde_json::to_value(&report)?;
+    let plots = plots_or_warn(memlog_benches::plot::eval_figures(&json, &args.out));
     let md = report.markdown();
-    std::fs::write(args.out.join("report.md"), &md)?;
+    run.finish(&args.out, json, &md, &plots)?;
     println!("{md}");
     println!("reports written to {}", args.out.display());
+    Ok(())
+}
+
+fn bench_replay(args: BenchReplayArgs) -> anyhow::Result<()> {
+    let run = memlog_benches::report::Run::start("replay", &args, Some(args.seed));
+    let (data_dir, _tmp) = memlog_benches::data_dir(args.data_dir.as_deref())?;
+    let opts = memlog_benches::replay::ReplayOptions {
+        events: args.events,
+        records: args.records,
+        sessions: args.sessions.max(1),
+        payload_bytes: args.payload_bytes,
+        seed: args.seed,
+        backend: args.backend,
+        ..Default::default()
+    };
+    let report = memlog_benches::replay::run(&data_dir, &opts)?;
+    let md = report.to_markdown();
+    run.finish(&args.out, serde_json::to_value(&report)?, &md, &[])?;
+    println!("{md}");
+    println!("reports written to {}", args.out.display());
+    if !report.identical {
+        anyhow::bail!("the rebuilt projections differ from the ones the writer built");
+    }
+    Ok(())
+}
+
+/// The stages of `bench all`, in the order they run.
+const ALL_STAGES: [&str; 8] = [
+    "ingest", "retrieve", "ann", "locomo", "extract", "eval", "replay", "embed",
+];
+
+fn bench_all(args: BenchAllArgs) -> anyhow::Result<()> {
+    use memlog_benches::all;
+    for name in &args.only {
+        if !ALL_STAGES.contains(&name.as_str()) {
+            anyhow::bail!(
+                "--only {name}: not a stage (one of {})",
+                ALL_STAGES.join(", ")
+            );
+        }
+    }
+    let run = memlog_benches::report::Run::start("all", &args, None);
+    let quick = args.quick;
+    let out = args.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let model = memlog_engine::embed::find_model(args.embed_model.as_deref());
+    let no_model = "no all-MiniLM-L6-v2 model (run `memlog model fetch`, set MEMLOG_EMBED_MODEL \
+                    or pass --embed-model)";
+    let locomo = locomo_path(args.data.clone());
+    let wanted: Vec<&str> = ALL_STAGES
+        .iter()
+        .copied()
+        .filter(|s| args.only.is_empty() || args.only.iter().any(|o| o == s))
+        .collect();
+    let n = wanted.len();
+    let mut stages = Vec::new();
+    for (i, &name) in wanted.iter().enumerate() {
+        let dir = out.join(name);
+        if args.summarize_only {
+            stages.push(all::existing_stage(&out, name));
+            continue;
+        }
+        // A report left by an earlier run must not pass for this one's.
+        let _ = std::fs::remove_file(dir.join("report.json"));
+        let stage = all::stage(i + 1, n, name, || -> anyhow::Result<Option<String>> {
+            match name {
+                "ingest" => bench_ingest(IngestArgs {
+                    events: if quick { 5_000 } else { 50_000 },
+                    concurrency: 64,
+                    concurrency_levels: if quick {
+                        vec![1, 4, 16, 64]
+                    } else {
+                        vec![1, 4, 16, 64, 256]
+                    },
+                    list_requests: if quick { 500 } else { 2_000 },
+                    payload_bytes: 300,
+                    sessions: if quick { 200 } else { 1_000 },
+                    seed: 42,
+                    out: dir.clone(),
+                    data_dir: None,
+                    backend: store::Kind::Redb,
+                })?,
+                "retrieve" => bench_retrieve(RetrieveArgs {
+                    sizes: vec![1_000, 10_000, 100_000],
+                    concurrency: 2,
+                    queries: if quick { 500 } else { 2_000 },
+                    out: dir.clone(),
+                    data_dir: None,
+                    embed_model: args.embed_model.clone(),
+                    skip_ranks: 8,
+                })?,
+                "ann" => {
+                    if model.is_none() {
+                        return Ok(Some(no_model.to_owned()));
+                    }
+                    let data = match &locomo {
+                        Ok(p) => p.clone(),
+                        Err(e) => return Ok(Some(format!("{e:#}"))),
+                    };
+                    bench_ann(AnnArgs {
+                        data: Some(data),
+                        out: dir.clone(),
+                        embed_model: args.embed_model.clone(),
+                        scale: if quick { 0 } else { 100_000 },
+                        ef: vec![10, 16, 32, 64, 128, 256],
+                        reps: if quick { 2 } else { 3 },
+                        python: args.python.clone(),
+                        no_peer: false,
+                    })?
+                }
+                "locomo" => {
+                    let data = match &locomo {
+                        Ok(p) => p.clone(),
+                        Err(e) => return Ok(Some(format!("{e:#}"))),
+                    };
+                    if model.is_none() {
+                        return Ok(Some(no_model.to_owned()));
+                    }
+                    bench_locomo(LocomoArgs {
+                        data: Some(data),
+                        out: dir.clone(),
+                        embed_model: args.embed_model.clone(),
+                        data_dir: None,
+                        top_k: 10,
+                        experiments: false,
+                        extracted: false,
+                        llm_base_url: None,
+                        llm_model: args.llm_model.clone(),
+                        // mem0 alone takes minutes: the quick run leaves the peers out
+                        // (and the summary says so).
+                        peers: !quick,
+                        python: args.python.clone(),
+                    })?
+                }
+                "extract" => bench_extract(ExtractArgs {
+                    latency_events: if quick { 25 } else { 100 },
+                    throughput_events: if quick { 500 } else { 2_000 },
+                    concurrency: 4,
+                    out: dir.clone(),
+                    data_dir: None,
+                    embed_model: args.embed_model.clone(),
+                })?,
+                "eval" => bench_eval(BenchEvalArgs {
+                    traces: if quick { 300 } else { 1_000 },
+                    judged_traces: 1_000,
+                    seed: 7,
+                    out: dir.clone(),
+                    data_dir: None,
+                    llm_base_url: args.llm_base_url.clone(),
+                    llm_model: args.llm_model.clone(),
+                })?,
+                "replay" => bench_replay(BenchReplayArgs {
+                    events: if quick { 20_000 } else { 100_000 },
+                    records: if quick { 2_000 } else { 10_000 },
+                    sessions: 1_000,
+                    payload_bytes: 300,
+                    seed: 11,
+                    out: dir.clone(),
+                    data_dir: None,
+                    backend: store::Kind::Redb,
+                })?,
+                "embed" => {
+                    let Some(m) = &model else {
+                        return Ok(Some(no_model.to_owned()));
+                    };
+                    all::embed_throughput(m, if quick { 20 } else { 100 }, &dir)?;
+                }
+                other => anyhow::bail!("unknown stage {other}"),
+            }
+            Ok(None)
+        });
+        stages.push(stage);
+    }
+    for s in &mut stages {
+        s.notes = all::notes(&out, &s.name);
+        if quick && s.name == "locomo" {
+            s.notes.push(
+                "peers (mem0, BM25, dense baselines) left out of --quick; `memlog bench locomo \
+                 --peers` or the full run compares them"
+                    .to_owned(),
+            );
+        }
+    }
+    let targets = all::targets(&out, &stages);
+    all::write_summary(&out, &run, quick, &stages, &targets)?;
+    let md = std::fs::read_to_string(out.join("report.md"))?;
+    println!("{md}");
+    println!(
+        "bench all{} finished in {:.1} s; summary in {}",
+        if quick { " --quick" } else { "" },
+        run.elapsed(),
+        out.join("report.md").display()
+    );
     Ok(())
 }
 

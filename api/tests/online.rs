@@ -302,9 +302,12 @@ fn the_server_evaluates_idle_sessions_under_its_online_configs() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let exported: Value =
-        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let events = exported["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
         .as_array()
         .unwrap_or_else(|| panic!("no log records: {exported}"));

@@ -1,17 +1,19 @@
 //! `memlog bench ann`: the vector index alone — recall@10 against exact search and
 //! single-threaded queries per second at several `ef`, on real all-MiniLM-L6-v2 vectors
 //! (LoCoMo turns as the base, LoCoMo questions as the queries), side by side with
-//! hnswlib on the same vectors and parameters when Python has it.
+//! hnswlib and faiss (HNSW) on the same vectors and parameters; a peer Python cannot run
+//! is in the report as unavailable, with the reason.
 //!
 //! ```text
 //!  LoCoMo ─▶ embed turns + questions (cached in OUT/vectors) ─▶ [scale up: real + noise]
 //!        ─▶ exact top-10 (ground truth) ─▶ memlog HNSW: build, search at each ef
-//!                                         └▶ hnswlib (Python peer): same files, same ef
+//!                                         ├▶ hnswlib (Python peer): same files, same ef
+//!                                         └▶ faiss IndexHNSWFlat (Python peer): same
 //! ```
 //!
 //! QPS is measured the same way for both: the queries run in blocks of 100, each block
 //! `reps` times, and the fastest repetition of each block counts — robust to the
-//! preemptions of a shared machine. Both run on one thread.
+//! preemptions of a shared machine. All run on one thread.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::machine_info;
+use crate::peers::{self, Peer};
 
 const K: usize = 10;
 
@@ -45,7 +48,7 @@ pub struct AnnOptions {
     pub m: usize,
     pub ef_construction: usize,
     pub reps: usize,
-    /// Python with hnswlib for the peer run (None: skip it, and say so).
+    /// Python with the peers' packages (`benches/peers/setup`; None: skip them, and say so).
     pub python: Option<PathBuf>,
     pub seed: u64,
 }
@@ -106,10 +109,9 @@ pub struct AnnReport {
     pub queries: usize,
     pub dim: usize,
     pub memlog: LibResult,
-    /// The peer's results, or why there are none.
-    pub hnswlib: Result<LibResult, String>,
-    /// memlog's QPS over hnswlib's, each at its best setting with recall@10 ≥ 0.95.
-    pub qps_ratio_at_095: Option<f64>,
+    /// hnswlib and faiss: results, or why there are none; `vs_memlog.qps_ratio_at_095` is
+    /// memlog's QPS over the peer's, each at its best setting with recall@10 ≥ 0.95.
+    pub peers: Vec<Peer<LibResult>>,
 }
 
 impl AnnReport {
@@ -125,42 +127,58 @@ impl AnnReport {
             self.options.m,
             self.options.ef_construction
         );
-        s += "| ef | memlog recall@10 | memlog QPS | hnswlib recall@10 | hnswlib QPS | QPS ratio |\n|---|---|---|---|---|---|\n";
+        let ran: Vec<&LibResult> = self
+            .peers
+            .iter()
+            .filter_map(|p| p.result.as_ref())
+            .collect();
+        s += "| ef | memlog recall@10 | memlog QPS |";
+        for r in &ran {
+            s += &format!(" {0} recall@10 | {0} QPS | memlog/{0} QPS |", r.lib);
+        }
+        s += &format!("\n|---|---|---|{}\n", "---|---|---|".repeat(ran.len()));
         for p in &self.memlog.points {
-            let peer = self
-                .hnswlib
-                .as_ref()
-                .ok()
-                .and_then(|h| h.points.iter().find(|q| q.ef == p.ef));
-            s += &format!(
-                "| {} | {:.4} | {:.0} | {} | {} | {} |\n",
-                p.ef,
-                p.recall,
-                p.qps,
-                peer.map_or("–".into(), |q| format!("{:.4}", q.recall)),
-                peer.map_or("–".into(), |q| format!("{:.0}", q.qps)),
-                peer.map_or("–".into(), |q| format!("{:.2}", p.qps / q.qps)),
-            );
+            s += &format!("| {} | {:.4} | {:.0} |", p.ef, p.recall, p.qps);
+            for r in &ran {
+                match r.points.iter().find(|q| q.ef == p.ef) {
+                    Some(q) => {
+                        s += &format!(" {:.4} | {:.0} | {:.2} |", q.recall, q.qps, p.qps / q.qps)
+                    }
+                    None => s += " – | – | – |",
+                }
+            }
+            s += "\n";
         }
         s += &format!("\nBuild: memlog {:.2} s", self.memlog.build_secs);
-        match &self.hnswlib {
-            Ok(h) => s += &format!(", hnswlib {:.2} s.\n", h.build_secs),
-            Err(why) => s += &format!(".\n\nhnswlib: not measured — {why}\n"),
+        for r in &ran {
+            s += &format!(", {} {:.2} s", r.lib, r.build_secs);
         }
-        match self.qps_ratio_at_095 {
-            Some(r) => {
-                s += &format!(
-                    "\nAt recall@10 ≥ 0.95: memlog {:.0} QPS, hnswlib {:.0} QPS, ratio **{r:.2}**.\n",
-                    self.memlog.qps_at(0.95).unwrap_or(0.0),
-                    self.hnswlib
-                        .as_ref()
-                        .ok()
-                        .and_then(|h| h.qps_at(0.95))
-                        .unwrap_or(0.0)
-                )
-            }
-            None => {
-                s += "\nNo QPS ratio at recall@10 ≥ 0.95 (one side never reached it, or no peer).\n"
+        s += ".\n\n";
+        let memlog_095 = self.memlog.qps_at(0.95);
+        for p in &self.peers {
+            match (&p.result, &p.reason) {
+                (Some(r), _) => match (memlog_095, r.qps_at(0.95)) {
+                    (Some(m), Some(q)) => {
+                        s += &format!(
+                            "At recall@10 ≥ 0.95: memlog {m:.0} QPS, {} {q:.0} QPS, ratio **{:.2}**.\n",
+                            p.lib,
+                            m / q
+                        )
+                    }
+                    _ => {
+                        s += &format!(
+                            "No QPS ratio to {} at recall@10 ≥ 0.95 (one side never reached it).\n",
+                            p.lib
+                        )
+                    }
+                },
+                (None, why) => {
+                    s += &format!(
+                        "{}: **unavailable** — {}\n",
+                        p.lib,
+                        why.as_deref().unwrap_or("?")
+                    )
+                }
             }
         }
         s
@@ -366,35 +384,55 @@ fn run_memlog(
     }
 }
 
-/// The hnswlib peer script, shipped in the repository.
-pub fn peer_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/hnswlib_ann.py")
-}
+/// The ANN peers: (library, script in `benches/peers/`).
+const PEERS: [(&str, &str); 2] = [("hnswlib", "hnswlib_ann.py"), ("faiss", "faiss_ann.py")];
 
-fn run_hnswlib(opts: &AnnOptions, dir: &Path, dim: usize) -> Result<LibResult, String> {
+/// Runs one peer script on the files in `dir`; the same contract for each.
+fn run_peer(
+    opts: &AnnOptions,
+    script: &str,
+    dir: &Path,
+    dim: usize,
+    memlog: &LibResult,
+) -> Result<(LibResult, Value), String> {
     let Some(python) = &opts.python else {
-        return Err(
-            "no Python given (pass --python, or set MEMLOG_PYTHON to a Python with hnswlib)".into(),
-        );
+        return Err("peers skipped (--no-peer)".into());
     };
     let efs: Vec<String> = opts.efs.iter().map(usize::to_string).collect();
-    let out = std::process::Command::new(python)
-        .arg(peer_script())
-        .args(["--dir", &dir.display().to_string()])
-        .args(["--dim", &dim.to_string()])
-        .args(["--m", &opts.m.to_string()])
-        .args(["--ef-construction", &opts.ef_construction.to_string()])
-        .args(["--reps", &opts.reps.to_string()])
-        .args(["--efs", &efs.join(",")])
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "the hnswlib peer failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable peer output: {e}"))
+    let args = [
+        "--dir".into(),
+        dir.display().to_string(),
+        "--dim".into(),
+        dim.to_string(),
+        "--m".into(),
+        opts.m.to_string(),
+        "--ef-construction".into(),
+        opts.ef_construction.to_string(),
+        "--reps".into(),
+        opts.reps.to_string(),
+        "--efs".into(),
+        efs.join(","),
+    ];
+    let out: LibResult = serde_json::from_value(peers::run(python, script, &args)?)
+        .map_err(|e| format!("unreadable output of {script}: {e}"))?;
+    let ratio = match (memlog.qps_at(0.95), out.qps_at(0.95)) {
+        (Some(m), Some(p)) => Some(m / p),
+        _ => None,
+    };
+    let by_ef: Vec<Value> = memlog
+        .points
+        .iter()
+        .filter_map(|m| {
+            let p = out.points.iter().find(|p| p.ef == m.ef)?;
+            Some(serde_json::json!({
+                "ef": m.ef, "qps_ratio": m.qps / p.qps, "recall_diff": m.recall - p.recall,
+            }))
+        })
+        .collect();
+    Ok((
+        out,
+        serde_json::json!({ "qps_ratio_at_095": ratio, "by_ef": by_ef }),
+    ))
 }
 
 /// Runs the benchmark and writes `report.json` and `report.md` into `opts.out`.
@@ -422,12 +460,19 @@ pub fn run(opts: &AnnOptions) -> anyhow::Result<AnnReport> {
     std::fs::write(run_dir.join("gt.u32"), gt_bytes)?;
     eprintln!("memlog HNSW…");
     let memlog = run_memlog(opts, &base, &queries, &gt);
-    eprintln!("hnswlib…");
-    let hnswlib = run_hnswlib(opts, &run_dir, dim);
-    let qps_ratio_at_095 = match (&hnswlib, memlog.qps_at(0.95)) {
-        (Ok(h), Some(m)) => h.qps_at(0.95).map(|p| m / p),
-        _ => None,
-    };
+    let peers = PEERS
+        .iter()
+        .map(|(lib, script)| {
+            eprintln!("{lib}…");
+            match run_peer(opts, script, &run_dir, dim, &memlog) {
+                Ok((r, vs)) => Peer {
+                    vs_memlog: Some(vs),
+                    ..Peer::new(*lib, Ok(r))
+                },
+                Err(why) => Peer::new(*lib, Err(why)),
+            }
+        })
+        .collect();
     let report = AnnReport {
         machine: machine_info(),
         options: opts.clone(),
@@ -437,8 +482,7 @@ pub fn run(opts: &AnnOptions) -> anyhow::Result<AnnReport> {
         queries: queries.len(),
         dim,
         memlog,
-        hnswlib,
-        qps_ratio_at_095,
+        peers,
     };
     std::fs::write(
         opts.out.join("report.json"),

@@ -13,6 +13,11 @@
 //! With [`LocomoOptions::experiments`], the run also builds one index per text variant and
 //! re-ranks the raw vector and BM25 candidate lists itself, to compare fusion rules the
 //! engine does not have (yet) with those it does; see [`LocomoReport`]'s `experiments`.
+//!
+//! With [`LocomoOptions::peers`], the same turns, questions and vectors are handed to the
+//! Python peers in `benches/peers/` (mem0 offline, plain BM25, brute-force dense), whose
+//! ranked lists are scored here with the same code, beside memlog's add and search
+//! latencies measured in the same run; see the report's `peers`.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -188,6 +193,8 @@ pub struct LocomoOptions {
     pub experiments: bool,
     /// Show progress bars.
     pub progress: bool,
+    /// Run the Python peers with this Python (None: no peers).
+    pub peers: Option<PathBuf>,
 }
 
 impl Default for LocomoOptions {
@@ -209,6 +216,7 @@ impl Default for LocomoOptions {
             },
             experiments: false,
             progress: true,
+            peers: None,
         }
     }
 }
@@ -332,6 +340,8 @@ struct Built {
     engine: Engine,
     memories: Vec<MemoryId>,
     index_seconds: f64,
+    /// Seconds of each CreateRecords command.
+    command_seconds: Vec<f64>,
 }
 
 /// Opens an engine in `dir` and writes every turn of every sample.
@@ -342,6 +352,7 @@ fn build(
     content: &TextFormat,
     embed: &TextFormat,
     embeds: &mut Embeds,
+    batch: usize,
 ) -> anyhow::Result<Built> {
     let texts: Vec<String> = data
         .samples
@@ -360,6 +371,7 @@ fn build(
         .with_context(|| format!("cannot open an engine in {}", dir.display()))?;
     let started = Instant::now();
     let mut memories = Vec::new();
+    let mut command_seconds = Vec::new();
     let mut used_names = HashSet::new();
     for (i, sample) in data.samples.iter().enumerate() {
         let mut name = memory_name(&sample.sample_id);
@@ -410,11 +422,13 @@ fn build(
                 embed_model: embeds.embedder.name().to_owned(),
             });
         }
-        for chunk in records.chunks(RECORD_BATCH) {
+        for chunk in records.chunks(batch.max(1)) {
+            let t = Instant::now();
             let outcome = engine.execute(Command::CreateRecords {
                 memory_id: id.clone(),
                 records: chunk.to_vec(),
             })?;
+            command_seconds.push(t.elapsed().as_secs_f64());
             if let Outcome::Records(items) = outcome
                 && let Some((code, message)) = items.into_iter().find_map(|i| i.error)
             {
@@ -433,6 +447,7 @@ fn build(
         engine,
         memories,
         index_seconds: started.elapsed().as_secs_f64(),
+        command_seconds,
     })
 }
 
@@ -579,22 +594,42 @@ pub fn run(opts: &LocomoOptions) -> anyhow::Result<LocomoReport> {
         &opts.content,
         &opts.embed,
         &mut embeds,
+        RECORD_BATCH,
     )?;
     let mut results = Vec::new();
+    let mut latencies = Vec::new();
     let mut query_seconds = serde_json::Map::new();
     for (name, mode, neighbor_weight) in MODES {
         let t = Instant::now();
         let mut acc = Accumulator::new();
+        let mut took = Vec::with_capacity(asked.len());
         for q in &asked {
+            let tq = Instant::now();
             let hits = retrieve(&built, &data, q, &embeds, mode, neighbor_weight, opts.top_k)?;
+            took.push(tq.elapsed().as_secs_f64());
             let ids: Vec<&str> = hits.iter().filter_map(dia_id).collect();
             acc.add(q.category, &ids, q.evidence);
         }
+        latencies.push((name.to_owned(), took));
         query_seconds.insert(name.to_owned(), json!(t.elapsed().as_secs_f64()));
         results.push((name.to_owned(), acc.report()));
     }
     let index_seconds = built.index_seconds;
     drop(built);
+
+    let peers = match &opts.peers {
+        Some(python) => Some(peers_section(
+            opts,
+            python,
+            &root,
+            &data,
+            &asked,
+            &mut embeds,
+            &results,
+            &latencies,
+        )?),
+        None => None,
+    };
 
     let experiments = if opts.experiments {
         Some(experiments(opts, &root, &data, &asked, &mut embeds)?)
@@ -635,12 +670,291 @@ pub fn run(opts: &LocomoOptions) -> anyhow::Result<LocomoReport> {
     if let Some(e) = &experiments {
         json["experiments"] = e.clone();
     }
-    let markdown = markdown(opts, &embedder_name, &results, experiments.as_ref());
+    let mut markdown = markdown(opts, &embedder_name, &results, experiments.as_ref());
+    if let Some((peers_json, peers_md)) = peers {
+        json["peers"] = peers_json;
+        markdown += &peers_md;
+    }
     Ok(LocomoReport {
         json,
         markdown,
         results,
     })
+}
+
+/// p50/p95/mean in milliseconds of durations in seconds.
+fn millis(xs: &[f64]) -> Value {
+    json!({
+        "p50": 1e3 * crate::peers::percentile(xs, 50.0),
+        "p95": 1e3 * crate::peers::percentile(xs, 95.0),
+        "mean": 1e3 * xs.iter().sum::<f64>() / xs.len().max(1) as f64,
+    })
+}
+
+/// Writes the turns, questions and vectors for the Python peers, runs them, scores their
+/// ranked lists with the same [`Accumulator`], and measures memlog's add latency the way
+/// mem0 adds (one turn per command). Returns the report's `peers` and its Markdown.
+#[allow(clippy::too_many_arguments)]
+fn peers_section(
+    opts: &LocomoOptions,
+    python: &Path,
+    root: &Path,
+    data: &Dataset,
+    asked: &[Asked<'_>],
+    embeds: &mut Embeds,
+    results: &[(String, Report)],
+    latencies: &[(String, Vec<f64>)],
+) -> anyhow::Result<(Value, String)> {
+    use crate::peers::{self, Peer};
+    let dir = root.join("peers");
+    std::fs::create_dir_all(&dir)?;
+    let (mut turns, mut tv) = (String::new(), Vec::new());
+    for s in &data.samples {
+        for (session, t) in sample_turns(s) {
+            let line = json!({
+                "sample": s.sample_id, "dia_id": session.turns[t].dia_id,
+                "content": opts.content.render(session, t),
+            });
+            turns += &format!("{line}\n");
+            let v = embeds.get(&opts.embed.render(session, t));
+            tv.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        }
+    }
+    let (mut qs, mut qv) = (String::new(), Vec::new());
+    for q in asked {
+        let line = json!({
+            "sample": data.samples[q.sample].sample_id, "category": q.category,
+            "question": q.question,
+        });
+        qs += &format!("{line}\n");
+        qv.extend(embeds.get(q.question).iter().flat_map(|x| x.to_le_bytes()));
+    }
+    let dim = embeds.get(asked[0].question).len();
+    std::fs::write(dir.join("turns.jsonl"), turns)?;
+    std::fs::write(dir.join("turns.f32"), tv)?;
+    std::fs::write(dir.join("questions.jsonl"), qs)?;
+    std::fs::write(dir.join("questions.f32"), qv)?;
+    let meta = json!({"dim": dim, "top_k": opts.top_k, "embedder": embeds.embedder.name()});
+    std::fs::write(dir.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
+
+    eprintln!("memlog: one turn per CreateRecords, as mem0 adds…");
+    let one = build(
+        &root.join("peer_add"),
+        &opts.tuning,
+        data,
+        &opts.content,
+        &opts.embed,
+        embeds,
+        1,
+    )?;
+    let adds_per_sec = one.command_seconds.len() as f64 / one.index_seconds.max(1e-9);
+    let memlog = json!({
+        "add_ms": millis(&one.command_seconds),
+        "adds_per_sec": adds_per_sec,
+        "search_ms": latencies.iter().map(|(m, xs)| (m.clone(), millis(xs)))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    drop(one);
+
+    let summary = |mode: &str| results.iter().find(|(m, _)| m == mode).map(|(_, r)| r);
+    let p50 = |mode: &str| {
+        latencies
+            .iter()
+            .find(|(m, _)| m == mode)
+            .map_or(0.0, |(_, xs)| 1e3 * peers::percentile(xs, 50.0))
+    };
+    // A peer's output → its result (hit@k scored here) and memlog against it.
+    let score = |out: &Value| -> Result<(Value, Value), String> {
+        let lists = out["ranked"].as_array().ok_or("no ranked lists")?;
+        if lists.len() != asked.len() {
+            return Err(format!(
+                "{} ranked lists for {} questions",
+                lists.len(),
+                asked.len()
+            ));
+        }
+        let mut acc = Accumulator::new();
+        for (q, l) in asked.iter().zip(lists) {
+            let ids: Vec<&str> = l
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            acc.add(q.category, &ids, q.evidence);
+        }
+        let report = acc.report();
+        let mut result = json!({"overall": report.overall, "by_category": report.by_category});
+        for key in ["search_ms", "add_ms", "adds_per_sec", "notes"] {
+            if let Some(v) = out.get(key) {
+                result[key] = v.clone();
+            }
+        }
+        let mut vs = json!({});
+        for mode in ["vector", "hybrid"] {
+            if let Some(m) = summary(mode) {
+                vs[format!("hit_at_5_diff_{mode}")] =
+                    json!(m.overall.hit_at_5 - report.overall.hit_at_5);
+            }
+            if let Some(peer) = out["search_ms"]["p50"].as_f64() {
+                vs[format!("search_p50_ratio_{mode}")] = json!(peer / p50(mode).max(1e-9));
+            }
+        }
+        if let Some(peer) = out["adds_per_sec"].as_f64() {
+            vs["adds_per_sec_ratio"] = json!(adds_per_sec / peer.max(1e-9));
+        }
+        Ok((result, vs))
+    };
+    let peer = |lib: &str, out: Result<Value, String>| -> Peer<Value> {
+        match out.and_then(|o| score(&o)) {
+            Ok((r, vs)) => Peer {
+                vs_memlog: Some(vs),
+                ..Peer::new(lib, Ok(r))
+            },
+            Err(why) => Peer::new(lib, Err(why)),
+        }
+    };
+    let dir_arg = vec!["--dir".to_owned(), dir.display().to_string()];
+    let mut all = Vec::new();
+    eprintln!("peer: mem0…");
+    let mem0 = peers::run(python, "mem0_bench.py", &dir_arg);
+    let mem0_lib = mem0
+        .as_ref()
+        .ok()
+        .and_then(|o| o["lib"].as_str())
+        .unwrap_or("mem0")
+        .to_owned();
+    all.push(peer(&mem0_lib, mem0));
+    eprintln!("peer: BM25 and dense baselines…");
+    match peers::run(python, "baselines.py", &dir_arg) {
+        Ok(out) => {
+            for o in out["peers"].as_array().into_iter().flatten() {
+                all.push(peer(o["lib"].as_str().unwrap_or("?"), Ok(o.clone())));
+            }
+        }
+        Err(why) => {
+            for lib in ["bm25 (rank-bm25 Okapi)", "dense brute force"] {
+                all.push(peer(lib, Err(why.clone())));
+            }
+        }
+    }
+
+    let mut md = String::from(
+        "\n## Peers (same run: same turns, questions and vectors)\n\n\
+         | system | hit@1 | hit@5 | hit@10 | recall@5 | recall@10 | n | search p50 ms | search p95 ms |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for mode in ["vector", "hybrid"] {
+        if let Some(r) = summary(mode) {
+            let ms = &memlog["search_ms"][mode];
+            let _ = writeln!(
+                md,
+                "| memlog {mode} | {} | {:.2} | {:.2} |",
+                fmt_summary(&r.overall),
+                ms["p50"].as_f64().unwrap_or(0.0),
+                ms["p95"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    for p in &all {
+        if let Some(r) = &p.result
+            && let Ok(s) = serde_json::from_value::<Summary>(r["overall"].clone())
+        {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.2} | {:.2} |",
+                p.lib,
+                fmt_summary(&s),
+                r["search_ms"]["p50"].as_f64().unwrap_or(0.0),
+                r["search_ms"]["p95"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nhit@5 differences (memlog − peer) and search p50 ratios (peer / memlog):\n"
+    );
+    for p in &all {
+        match (&p.vs_memlog, &p.reason) {
+            (Some(vs), _) => {
+                let _ = writeln!(
+                    md,
+                    "- {}: hit@5 {:+.3} (memlog vector), {:+.3} (memlog hybrid); search p50 ×{:.1} (vs vector), ×{:.1} (vs hybrid)",
+                    p.lib,
+                    vs["hit_at_5_diff_vector"].as_f64().unwrap_or(f64::NAN),
+                    vs["hit_at_5_diff_hybrid"].as_f64().unwrap_or(f64::NAN),
+                    vs["search_p50_ratio_vector"].as_f64().unwrap_or(f64::NAN),
+                    vs["search_p50_ratio_hybrid"].as_f64().unwrap_or(f64::NAN),
+                );
+            }
+            (None, why) => {
+                let _ = writeln!(
+                    md,
+                    "- {}: **unavailable** — {}",
+                    p.lib,
+                    why.as_deref().unwrap_or("?")
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nAdd, one turn per call: memlog p50 {:.2} ms, p95 {:.2} ms, {:.0} turns/s (acknowledged \
+         writes; the rate includes waiting until all are indexed).",
+        memlog["add_ms"]["p50"].as_f64().unwrap_or(0.0),
+        memlog["add_ms"]["p95"].as_f64().unwrap_or(0.0),
+        adds_per_sec
+    );
+    for p in &all {
+        if let (Some(r), Some(vs)) = (&p.result, &p.vs_memlog)
+            && let Some(rate) = r["adds_per_sec"].as_f64()
+        {
+            let _ = writeln!(
+                md,
+                "{}: p50 {:.2} ms, p95 {:.2} ms, {rate:.0} turns/s; memlog/{} throughput **{:.1}×**.",
+                p.lib,
+                r["add_ms"]["p50"].as_f64().unwrap_or(0.0),
+                r["add_ms"]["p95"].as_f64().unwrap_or(0.0),
+                p.lib,
+                vs["adds_per_sec_ratio"].as_f64().unwrap_or(f64::NAN)
+            );
+            for note in r["notes"].as_array().into_iter().flatten() {
+                let _ = writeln!(md, "- {}", note.as_str().unwrap_or(""));
+            }
+        }
+    }
+    let _ = writeln!(md, "\nhit@5 by category:\n");
+    let cats: Vec<u8> =
+        summary("hybrid").map_or(Vec::new(), |r| r.by_category.keys().copied().collect());
+    let _ = writeln!(
+        md,
+        "| system | {} |\n|---|{}",
+        cats.iter()
+            .map(|c| format!("cat {c}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(cats.len())
+    );
+    let cell = |by: &Value, c: u8| {
+        by[c.to_string()]["hit@5"]
+            .as_f64()
+            .map_or("–".into(), |h| format!("{h:.3}"))
+    };
+    for mode in ["vector", "hybrid"] {
+        if let Some(r) = summary(mode) {
+            let by = json!(r.by_category);
+            let row: Vec<String> = cats.iter().map(|c| cell(&by, *c)).collect();
+            let _ = writeln!(md, "| memlog {mode} | {} |", row.join(" | "));
+        }
+    }
+    for p in &all {
+        if let Some(r) = &p.result {
+            let row: Vec<String> = cats.iter().map(|c| cell(&r["by_category"], *c)).collect();
+            let _ = writeln!(md, "| {} | {} |", p.lib, row.join(" | "));
+        }
+    }
+    Ok((
+        json!({"python": python, "memlog": memlog, "peers": all}),
+        md,
+    ))
 }
 
 fn fmt_summary(s: &Summary) -> String {
@@ -920,6 +1234,7 @@ fn experiments(
             content,
             embed,
             embeds,
+            RECORD_BATCH,
         )?;
         // Raw lists, and the engine's own hybrid as a check of the offline RRF.
         let mut lists = Vec::with_capacity(asked.len());

@@ -92,9 +92,18 @@ pub fn app(engine: Engine, options: &Options) -> axum::Router {
     parts(engine, options).0
 }
 
-/// The application and its online evaluation consumer (not yet running), which share the
-/// engine, the LLM and the consumer's status handle.
-fn parts(engine: Engine, options: &Options) -> (axum::Router, memlog_evals::online::Service) {
+/// The strategy worker's thread, to stop and wait for at shutdown.
+type WorkerThread = (
+    Arc<memlog_strategies::Worker>,
+    Option<std::thread::JoinHandle<()>>,
+);
+
+/// The application, its online evaluation consumer (not yet running), which share the
+/// engine, the LLM and the consumer's status handle, and the strategy worker's thread.
+fn parts(
+    engine: Engine,
+    options: &Options,
+) -> (axum::Router, memlog_evals::online::Service, WorkerThread) {
     let (embedder, embed_model): (Arc<dyn Embedder>, _) = if options.hashing_embedder {
         tracing::warn!("embeddings: the hashing embedder, as asked (NOT semantic)");
         (Arc::new(Hashing::default()), None)
@@ -122,10 +131,15 @@ fn parts(engine: Engine, options: &Options) -> (axum::Router, memlog_evals::onli
         Arc::new(memlog_engine::clock::SystemClock),
         llm.clone(),
     );
-    // The thread ends when the router (and with it the last handle) is dropped.
-    if let Err(e) = worker.start() {
-        tracing::error!("cannot start the strategy worker: {e}; events will not be extracted");
-    }
+    // The thread ends when the router (and with it the last handle) is dropped, or at
+    // once when `serve` stops it.
+    let worker_thread = match worker.start() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::error!("cannot start the strategy worker: {e}; events will not be extracted");
+            None
+        }
+    };
     let online = memlog_evals::online::Service::new(
         engine.clone(),
         llm.clone(),
@@ -138,7 +152,7 @@ fn parts(engine: Engine, options: &Options) -> (axum::Router, memlog_evals::onli
         arn: options.arn.clone(),
         embedder,
         embed_model,
-        worker,
+        worker: worker.clone(),
         llm,
         online: online.handle(),
     };
@@ -159,7 +173,7 @@ fn parts(engine: Engine, options: &Options) -> (axum::Router, memlog_evals::onli
             },
         ))
         .layer(TraceLayer::new_for_http());
-    (router, online)
+    (router, online, (worker, worker_thread))
 }
 
 #[derive(Clone, Copy)]
@@ -245,7 +259,7 @@ pub async fn serve(
             let _ = rx.wait_for(|s| *s).await;
         }
     }));
-    let (app, online) = parts(engine, &options);
+    let (app, online, (worker, worker_thread)) = parts(engine, &options);
     // The consumer is synchronous (engine reads, LLM calls): its own thread, stopped by
     // dropping `online_stop` (it finishes the session it is evaluating first).
     let (online_stop, online_rx) = std::sync::mpsc::channel::<()>();
@@ -266,6 +280,13 @@ pub async fn serve(
         .await;
     let _ = expiry.await;
     if let Some(thread) = online {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    // The worker holds the engine between passes: wait for it, so that when `serve`
+    // returns the engine's last handle is the caller's (its drop then persists the
+    // indexes while the data directory still exists).
+    worker.stop();
+    if let Some(thread) = worker_thread {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
     result

@@ -1070,6 +1070,7 @@ fn ingest_once(
     data_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<memlog_benches::ingest::IngestReport> {
     let (_tmp, engine) = bench_engine(data_dir, args.backend)?;
+    let data_dir = engine.data_dir().to_path_buf();
     let opts = memlog_benches::ingest::IngestOptions {
         events: args.events,
         concurrency,
@@ -1079,23 +1080,35 @@ fn ingest_once(
         seed: args.seed,
         ..Default::default()
     };
-    runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(memlog_api::server::serve(
-            engine,
-            listener,
-            memlog_api::server::Options::default(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let report = memlog_benches::ingest::run(&format!("http://{addr}"), &opts).await;
-        let _ = stop_tx.send(());
-        let _ = server.await;
-        report
-    })
+    runtime()?
+        .block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(memlog_api::server::serve(
+                engine,
+                listener,
+                memlog_api::server::Options::default(),
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ));
+            let report = memlog_benches::ingest::run(&format!("http://{addr}"), &opts).await;
+            let rss_bytes = memlog_benches::machine::rss_bytes();
+            let _ = stop_tx.send(());
+            let _ = server.await;
+            report.map(|mut r| {
+                r.rss_bytes = rss_bytes;
+                r
+            })
+        })
+        .map(|mut report| {
+            // The server has stopped and the engine is closed: what is on disk is final.
+            report.disk_bytes_per_event = Some(
+                memlog_benches::machine::dir_bytes(&data_dir) as f64 / report.acked.max(1) as f64,
+            );
+            report
+        })
 }
 
 /// The plots of a report, or none (and a warning) if drawing failed: a picture is not
@@ -1198,6 +1211,7 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.max(1),
         queries: args.queries.max(1),
         skip_ranks: args.skip_ranks,
+        data_dir: Some(engine.data_dir().to_path_buf()),
         ..Default::default()
     };
     let run = memlog_benches::report::Run::start("retrieve", &args, Some(opts.seed));

@@ -127,6 +127,12 @@ pub struct IngestReport {
     pub config: IngestOptions,
     /// See [`machine_info`].
     pub machine: Value,
+    /// The resident memory of the process the server ran in, at the end of the timed
+    /// phase; set by the caller that hosts the server (`None` when it is remote).
+    pub rss_bytes: Option<u64>,
+    /// The store's size on disk once the server stopped, per acknowledged event; set by
+    /// the caller that knows the data directory.
+    pub disk_bytes_per_event: Option<f64>,
 }
 
 impl IngestReport {
@@ -189,6 +195,19 @@ impl IngestReport {
                 self.config.seed
             ),
         ];
+        if self.rss_bytes.is_some() || self.disk_bytes_per_event.is_some() {
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+            lines.push(String::new());
+            lines.push(format!(
+                "Footprint: server process RSS {} MiB at the end of the timed phase; {} bytes \
+                 on disk per acknowledged event (log, store, indexes).",
+                or_dash(
+                    self.rss_bytes
+                        .map(|b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
+                ),
+                or_dash(self.disk_bytes_per_event.map(|b| format!("{b:.0}"))),
+            ));
+        }
         let m = &self.machine;
         let field = |k: &str| match m.get(k) {
             Some(Value::String(s)) => s.clone(),
@@ -311,6 +330,8 @@ pub async fn run(base_url: &str, opts: &IngestOptions) -> anyhow::Result<IngestR
         concurrency: opts.concurrency,
         config: opts.clone(),
         machine: machine_info(),
+        rss_bytes: None,
+        disk_bytes_per_event: None,
     })
 }
 
@@ -858,6 +879,8 @@ mod tests {
             concurrency: 64,
             config: IngestOptions::default(),
             machine: json!({"cores": 8, "cpu": null}),
+            rss_bytes: None,
+            disk_bytes_per_event: None,
         };
         assert!(!report.passed());
         let md = report.to_markdown();

@@ -104,6 +104,10 @@ pub struct RetrieveOptions {
     /// documentation).
     pub skip_ranks: usize,
     pub seed: u64,
+    /// The server's data directory, when it runs in this process: each size then reports
+    /// the disk bytes its records added.
+    #[serde(skip)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RetrieveOptions {
@@ -117,6 +121,7 @@ impl Default for RetrieveOptions {
             actors: 10,
             skip_ranks: 8,
             seed: 7,
+            data_dir: None,
         }
     }
 }
@@ -155,6 +160,14 @@ pub struct SizeResult {
     pub no_filter: Percentiles,
     pub namespace_filter: Percentiles,
     pub errors: u64,
+    /// This process's resident memory once the size was loaded (the server runs in it;
+    /// every earlier size is still loaded too).
+    pub rss_bytes: Option<u64>,
+    /// The data directory's size (log, store, index snapshots) per record loaded so far
+    /// (this size and the earlier ones, all in the same store); `None` without
+    /// `data_dir`. Index snapshots are written on a timer, so the newest records may not
+    /// be in them yet.
+    pub disk_bytes_per_record: Option<f64>,
 }
 
 /// What `run` found.
@@ -193,6 +206,34 @@ impl RetrieveReport {
                 r.namespace_filter.p99_ms,
                 r.no_filter.per_sec,
                 r.errors
+            );
+        }
+        s += "\nFootprint and growth. RSS and disk are of the whole process and store, which hold \
+               every size loaded so far; disk is divided by all records loaded. The growth \
+               exponent is the slope of log p50 against log records from the previous size \
+               (0: constant, 1: linear).\n\n\
+               | records | RSS MiB | disk bytes / record | p50 growth exponent |\n|---|---|---|---|\n";
+        for (i, r) in self.sizes.iter().enumerate() {
+            // How p50 grows with size: the slope of log p50 against log records from the
+            // previous size (0: constant, 1: linear).
+            let growth = i
+                .checked_sub(1)
+                .map(|j| &self.sizes[j])
+                .filter(|p| p.records > 0 && p.no_filter.p50_ms > 0.0 && r.records > p.records)
+                .map(|p| {
+                    (r.no_filter.p50_ms / p.no_filter.p50_ms).ln()
+                        / (r.records as f64 / p.records as f64).ln()
+                });
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+            s += &format!(
+                "| {} | {} | {} | {} |\n",
+                r.records,
+                or_dash(
+                    r.rss_bytes
+                        .map(|b| format!("{:.0}", b as f64 / (1u64 << 20) as f64))
+                ),
+                or_dash(r.disk_bytes_per_record.map(|b| format!("{b:.0}"))),
+                or_dash(growth.map(|g| format!("{g:.2}"))),
             );
         }
         match &self.query_embedding {
@@ -345,6 +386,7 @@ pub async fn run(
         .pool_max_idle_per_host(opts.concurrency.max(4))
         .build()?;
     let mut sizes = Vec::new();
+    let mut loaded = 0;
     for &n in &opts.sizes {
         let name = format!("retrieve_{n}");
         let created = post(
@@ -357,9 +399,15 @@ pub async fn run(
             .as_str()
             .context("CreateMemory returned no id")?
             .to_owned();
+        loaded += n;
         let t = Instant::now();
         load(&client, base, &memory, n, opts).await?;
         let load_secs = t.elapsed().as_secs_f64();
+        let rss_bytes = crate::machine::rss_bytes();
+        let disk_bytes_per_record = opts
+            .data_dir
+            .as_deref()
+            .map(|d| crate::machine::dir_bytes(d) as f64 / loaded.max(1) as f64);
         query_phase(&client, base, &memory, opts, false, opts.warmup).await?;
         eprintln!("{n} records: querying…");
         let (no_filter, e1) =
@@ -373,6 +421,8 @@ pub async fn run(
             no_filter,
             namespace_filter,
             errors: e1 + e2,
+            rss_bytes,
+            disk_bytes_per_record,
         });
     }
     let query_embedding = match model {

@@ -72,7 +72,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use memlog_engine::evaluation::JudgeCall;
-use memlog_engine::llm::{ChatRequest, Llm, Message, Schema, Usage, parse_json_lenient};
+use memlog_engine::llm::{
+    ChatRequest, ChatResponse, Llm, Message, Schema, Usage, parse_json_lenient,
+};
 use memlog_engine::types::Lsn;
 
 use crate::assemble::{Session, ToolCall, Trace};
@@ -103,9 +105,9 @@ pub const MAX_TURNS: usize = 20;
 pub const MAX_INSTRUCTIONS_CHARS: usize = 20_000;
 
 /// The seed of every judge call: with temperature 0, the same question gets the same answer.
-const SEED: u64 = 0;
+pub(crate) const SEED: u64 = 0;
 
-const SYSTEM: &str = "You are a careful, impartial evaluator of AI agents. You answer only with a \
+pub(crate) const SYSTEM: &str = "You are a careful, impartial evaluator of AI agents. You answer only with a \
     JSON object that matches the given schema.";
 
 const TEMPLATES: [(&str, &str); 3] = [
@@ -162,8 +164,13 @@ pub fn prompt_hash(level: Level) -> String {
         .iter()
         .find(|(n, _)| *n == name)
         .map_or("", |(_, s)| *s);
+    wording_hash(&[name, source, SYSTEM])
+}
+
+/// SHA-256 (first 16 hex digits) of the parts a prompt is made from.
+pub(crate) fn wording_hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
-    for part in [name, source, SYSTEM] {
+    for part in parts {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -599,9 +606,20 @@ fn not_applicable(judge: &Judge, target: &Target, reason: &str) -> Preparation {
 }
 
 fn cache_key(level: Level, model: &str, request: &ChatRequest) -> String {
+    request_key(PROMPT_VERSION, &prompt_hash(level), model, request)
+}
+
+/// The judge cache key (module documentation): SHA-256 of the prompt version, the
+/// wording's hash, the model and everything of the request that decides the answer.
+pub(crate) fn request_key(
+    version: &str,
+    wording: &str,
+    model: &str,
+    request: &ChatRequest,
+) -> String {
     let material = json!([
-        PROMPT_VERSION,
-        prompt_hash(level),
+        version,
+        wording,
         model,
         request.temperature,
         request.max_tokens,
@@ -730,7 +748,7 @@ fn clip_text(text: &str) -> String {
 }
 
 /// At most `max` characters of `text`, the cut marked.
-fn clip(text: &str, max: usize) -> String {
+pub(crate) fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         None => text.to_string(),
         Some((cut, _)) => format!(
@@ -761,21 +779,81 @@ pub fn judge(
             None,
         ),
         Ok(response) => {
-            let call = JudgeCall {
-                cache_key: prepared.cache_key.clone(),
-                prompt_version: prepared.prompt_version.clone(),
-                model: response.model.clone(),
-                exchange: json!({
-                    "request": response.request,
-                    "response": response.response,
-                    "attempts": response.attempts,
-                    "millis": response.millis,
-                }),
-                cached_from: None,
-            };
             let result = verdict(judge, target, &response.content, response.usage);
-            (result, Some(call))
+            (result, Some(call_of(prepared, &response)))
         }
+    }
+}
+
+/// The logged form of an answered call: its request and response bodies.
+pub(crate) fn call_of(prepared: &Prepared, response: &ChatResponse) -> JudgeCall {
+    JudgeCall {
+        cache_key: prepared.cache_key.clone(),
+        prompt_version: prepared.prompt_version.clone(),
+        model: response.model.clone(),
+        exchange: json!({
+            "request": response.request,
+            "response": response.response,
+            "attempts": response.attempts,
+            "millis": response.millis,
+        }),
+        cached_from: None,
+    }
+}
+
+/// What a logged call answered, for the question `prepared` asks: the call that reuses it
+/// (pointing at `cached_from`, no exchange of its own), and the answer's content and
+/// usage, or why it cannot be reused (another question, no content).
+pub(crate) fn logged_answer(
+    prepared: &Prepared,
+    logged: &JudgeCall,
+    cached_from: Lsn,
+) -> (JudgeCall, std::result::Result<(String, Usage), String>) {
+    let call = JudgeCall {
+        cache_key: prepared.cache_key.clone(),
+        prompt_version: prepared.prompt_version.clone(),
+        model: logged.model.clone(),
+        exchange: Value::Null,
+        cached_from: Some(cached_from),
+    };
+    if logged.cache_key != prepared.cache_key {
+        return (
+            call,
+            Err(format!(
+                "the judge call logged at LSN {cached_from} answers another question \
+                 (cache key {}, not {})",
+                logged.cache_key, prepared.cache_key
+            )),
+        );
+    }
+    // Read as the OpenAI-compatible client reads a chat completion.
+    let response = &logged.exchange["response"];
+    let Some(content) = response["choices"][0]["message"]["content"].as_str() else {
+        return (
+            call,
+            Err(format!(
+                "the judge call logged at LSN {cached_from} has no answer content"
+            )),
+        );
+    };
+    let tokens = |key: &str| {
+        response["usage"][key]
+            .as_u64()
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    let usage = Usage {
+        prompt_tokens: tokens("prompt_tokens"),
+        completion_tokens: tokens("completion_tokens"),
+    };
+    (call, Ok((content.to_owned(), usage)))
+}
+
+/// Tokens spent, as results report them.
+pub(crate) fn spent(usage: Usage) -> TokenUsage {
+    TokenUsage {
+        input_tokens: Some(u64::from(usage.prompt_tokens)),
+        output_tokens: Some(u64::from(usage.completion_tokens)),
+        total_tokens: Some(u64::from(usage.total())),
     }
 }
 
@@ -790,57 +868,19 @@ pub fn from_logged(
     cached_from: Lsn,
     target: Target,
 ) -> (EvalResult, JudgeCall) {
-    let call = JudgeCall {
-        cache_key: prepared.cache_key.clone(),
-        prompt_version: prepared.prompt_version.clone(),
-        model: logged.model.clone(),
-        exchange: Value::Null,
-        cached_from: Some(cached_from),
-    };
-    if logged.cache_key != prepared.cache_key {
-        let result = EvalResult::failed(
-            &judge.id,
-            target,
-            format!(
-                "the judge call logged at LSN {cached_from} answers another question \
-                 (cache key {}, not {})",
-                logged.cache_key, prepared.cache_key
-            ),
-        )
-        .with_name(&judge.name);
-        return (result, call);
+    match logged_answer(prepared, logged, cached_from) {
+        (call, Ok((content, usage))) => (verdict(judge, target, &content, usage), call),
+        (call, Err(why)) => (
+            EvalResult::failed(&judge.id, target, why).with_name(&judge.name),
+            call,
+        ),
     }
-    // Read as the OpenAI-compatible client reads a chat completion.
-    let response = &logged.exchange["response"];
-    let Some(content) = response["choices"][0]["message"]["content"].as_str() else {
-        let result = EvalResult::failed(
-            &judge.id,
-            target,
-            format!("the judge call logged at LSN {cached_from} has no answer content"),
-        )
-        .with_name(&judge.name);
-        return (result, call);
-    };
-    let tokens = |key: &str| {
-        response["usage"][key]
-            .as_u64()
-            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
-    };
-    let usage = Usage {
-        prompt_tokens: tokens("prompt_tokens"),
-        completion_tokens: tokens("completion_tokens"),
-    };
-    (verdict(judge, target, content, usage), call)
 }
 
 /// The result an answer gives: its label normalised through the scale, its explanation,
 /// the tokens spent.
 fn verdict(judge: &Judge, target: Target, content: &str, usage: Usage) -> EvalResult {
-    let spent = TokenUsage {
-        input_tokens: Some(u64::from(usage.prompt_tokens)),
-        output_tokens: Some(u64::from(usage.completion_tokens)),
-        total_tokens: Some(u64::from(usage.total())),
-    };
+    let spent = spent(usage);
     let failed = |error: String| {
         EvalResult::failed(&judge.id, target.clone(), error)
             .with_name(&judge.name)

@@ -112,7 +112,6 @@ use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use memlog_engine::Engine;
 use memlog_engine::embed::Embedder;
@@ -125,8 +124,8 @@ use memlog_engine::types::{EventId, Lsn, MemoryId, SessionId as MemorySessionId}
 
 use crate::assemble::{Node, Session, Trace};
 use crate::evaluator::{EvalResult, EvaluatorId, Level, Target};
-use crate::judge::{Preparation, Prepared};
-use crate::span::{Document, Operation, Role, SessionId, Span, SpanId, TokenUsage, TraceId};
+use crate::judge::{self, Preparation, Prepared, SEED, SYSTEM, clip};
+use crate::span::{Document, Operation, Role, SessionId, Span, SpanId, TraceId};
 use crate::{Error, Result};
 
 /// Tool names that search an agent's memory, compared ignoring ASCII case: the Strands /
@@ -179,12 +178,6 @@ pub const STOPWORDS: &[&str] = &[
     "that", "these", "those", "i", "me", "my", "you", "your", "he", "him", "his", "she", "her",
     "they", "them", "their", "we", "us", "our", "user", "users",
 ];
-
-/// The seed of every judge call: with temperature 0, the same question gets the same answer.
-const SEED: u64 = 0;
-
-const SYSTEM: &str = "You are a careful, impartial evaluator of AI agents. You answer only with a \
-    JSON object that matches the given schema.";
 
 const TEMPLATE_NAME: &str = "retrieval_relevance";
 const TEMPLATE: &str = include_str!("../prompts/retrieval_relevance.jinja");
@@ -877,16 +870,7 @@ fn recall(
 /// SHA-256 (first 16 hex digits) of the relevance template and system message: equal
 /// hashes, equal wording.
 pub fn retrieval_prompt_hash() -> String {
-    let mut h = Sha256::new();
-    for part in [TEMPLATE_NAME, TEMPLATE, SYSTEM] {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    hex(&h.finalize()[..8])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    judge::wording_hash(&[TEMPLATE_NAME, TEMPLATE, SYSTEM])
 }
 
 /// Renders the relevance question about the retrieval `target` names (a span of one of
@@ -1004,17 +988,12 @@ pub fn prepare_retrieval(
 }
 
 fn cache_key(model: &str, request: &ChatRequest) -> String {
-    let material = json!([
+    judge::request_key(
         RETRIEVAL_PROMPT_VERSION,
-        retrieval_prompt_hash(),
+        &retrieval_prompt_hash(),
         model,
-        request.temperature,
-        request.max_tokens,
-        request.seed,
-        request.messages,
-        request.schema,
-    ]);
-    hex(&Sha256::digest(material.to_string().as_bytes()))
+        request,
+    )
 }
 
 /// Exactly `n` verdicts, each on a document `1..=n` with a bounded reason.
@@ -1066,20 +1045,8 @@ pub fn judge_retrieval(
             None,
         ),
         Ok(response) => {
-            let call = JudgeCall {
-                cache_key: prepared.cache_key.clone(),
-                prompt_version: prepared.prompt_version.clone(),
-                model: response.model.clone(),
-                exchange: json!({
-                    "request": response.request,
-                    "response": response.response,
-                    "attempts": response.attempts,
-                    "millis": response.millis,
-                }),
-                cached_from: None,
-            };
             let result = relevance_verdict(prepared, target, &response.content, response.usage);
-            (result, Some(call))
+            (result, Some(judge::call_of(prepared, &response)))
         }
     }
 }
@@ -1093,46 +1060,15 @@ pub fn retrieval_from_logged(
     cached_from: Lsn,
     target: Target,
 ) -> (EvalResult, JudgeCall) {
-    let id = EvaluatorId::RETRIEVAL_RELEVANCE;
-    let call = JudgeCall {
-        cache_key: prepared.cache_key.clone(),
-        prompt_version: prepared.prompt_version.clone(),
-        model: logged.model.clone(),
-        exchange: Value::Null,
-        cached_from: Some(cached_from),
-    };
-    if logged.cache_key != prepared.cache_key {
-        let result = EvalResult::failed(
-            &id,
-            target,
-            format!(
-                "the judge call logged at LSN {cached_from} answers another question \
-                 (cache key {}, not {})",
-                logged.cache_key, prepared.cache_key
-            ),
-        );
-        return (result, call);
+    match judge::logged_answer(prepared, logged, cached_from) {
+        (call, Ok((content, usage))) => {
+            (relevance_verdict(prepared, target, &content, usage), call)
+        }
+        (call, Err(why)) => (
+            EvalResult::failed(&EvaluatorId::RETRIEVAL_RELEVANCE, target, why),
+            call,
+        ),
     }
-    // Read as the OpenAI-compatible client reads a chat completion.
-    let response = &logged.exchange["response"];
-    let Some(content) = response["choices"][0]["message"]["content"].as_str() else {
-        let result = EvalResult::failed(
-            &id,
-            target,
-            format!("the judge call logged at LSN {cached_from} has no answer content"),
-        );
-        return (result, call);
-    };
-    let tokens = |key: &str| {
-        response["usage"][key]
-            .as_u64()
-            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
-    };
-    let usage = Usage {
-        prompt_tokens: tokens("prompt_tokens"),
-        completion_tokens: tokens("completion_tokens"),
-    };
-    (relevance_verdict(prepared, target, content, usage), call)
 }
 
 /// The result an answer gives: relevant / shown, a label, each verdict as explanation.
@@ -1143,11 +1079,7 @@ fn relevance_verdict(
     usage: Usage,
 ) -> EvalResult {
     let id = EvaluatorId::RETRIEVAL_RELEVANCE;
-    let spent = TokenUsage {
-        input_tokens: Some(u64::from(usage.prompt_tokens)),
-        output_tokens: Some(u64::from(usage.completion_tokens)),
-        total_tokens: Some(u64::from(usage.total())),
-    };
+    let spent = judge::spent(usage);
     let failed =
         |error: String| EvalResult::failed(&id, target.clone(), error).with_token_usage(spent);
     let Some(n) = documents_asked(prepared) else {
@@ -1610,18 +1542,6 @@ pub fn extraction_from_engine(
 }
 
 // ---- text helpers --------------------------------------------------------------------------
-
-/// At most `max` characters of `text`, the cut marked.
-fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &text[..cut],
-            text[cut..].chars().count()
-        ),
-    }
-}
 
 /// At most 80 characters, for quoting in explanations.
 fn shorten(text: &str) -> String {

@@ -31,6 +31,7 @@
 //! traces ask one question that names no trace or session id. No answer is ever made up:
 //! without an LLM, part 3 is reported as skipped.
 
+use memlog_datasets::synthetic::workload::{AGENTS, MODELS, TOOLS};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -450,29 +451,6 @@ struct Call {
     arguments: Value,
     result: Value,
 }
-
-const AGENTS: [(&str, &str); 3] = [
-    (
-        "TravelAgent",
-        "You are a travel assistant. Book what the user asks for and confirm the details.",
-    ),
-    (
-        "SupportAgent",
-        "You are a customer support agent. Look the order up before you answer.",
-    ),
-    (
-        "PlannerAgent",
-        "You are a personal planner. Keep answers short and concrete.",
-    ),
-];
-const MODELS: [&str; 3] = ["gpt-4o", "claude-sonnet-4", "llama-3.1-8b-instruct"];
-const TOOLS: [(&str, &str); 5] = [
-    ("search_flights", "route"),
-    ("lookup_order", "order_id"),
-    ("get_weather", "location"),
-    ("read_calendar", "day"),
-    ("find_restaurant", "cuisine"),
-];
 
 fn random_turn(rng: &mut fastrand::Rng) -> Turn {
     let (agent, system) = AGENTS[rng.usize(..AGENTS.len())];

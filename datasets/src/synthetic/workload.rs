@@ -209,7 +209,8 @@ pub fn span_requests(options: SpanOptions) -> SpanRequests {
 
 const MS: u64 = 1_000_000;
 
-const AGENTS: [(&str, &str); 3] = [
+/// The agents spans are generated for: name and system instructions.
+pub const AGENTS: [(&str, &str); 3] = [
     (
         "TravelAgent",
         "You are a travel assistant. Book what the user asks for and confirm the details.",
@@ -223,8 +224,10 @@ const AGENTS: [(&str, &str); 3] = [
         "You are a personal planner. Keep answers short and concrete.",
     ),
 ];
-const MODELS: [&str; 3] = ["gpt-4o", "claude-sonnet-4", "llama-3.1-8b-instruct"];
-const TOOLS: [(&str, &str); 5] = [
+/// The models their chat spans name.
+pub const MODELS: [&str; 3] = ["gpt-4o", "claude-sonnet-4", "llama-3.1-8b-instruct"];
+/// The tools they call: name and the argument each takes.
+pub const TOOLS: [(&str, &str); 5] = [
     ("search_flights", "route"),
     ("lookup_order", "order_id"),
     ("get_weather", "location"),

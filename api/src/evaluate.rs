@@ -219,6 +219,28 @@ impl Narrowing {
     }
 }
 
+/// The ground truth AgentCore writes on one object (a reference input, or inline ground
+/// truth): `expectedResponse.text` and `expectedTrajectory.toolNames`.
+pub(crate) fn reference_of(v: &Value) -> Reference {
+    Reference {
+        expected_response: v
+            .get("expectedResponse")
+            .and_then(|r| r.get("text"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        expected_trajectory: v
+            .get("expectedTrajectory")
+            .and_then(|t| t.get("toolNames"))
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            }),
+    }
+}
+
 /// Which reference fields the request supplied, anywhere.
 #[derive(Default)]
 struct Supplied {
@@ -254,23 +276,7 @@ fn references(v: Option<&Value>) -> ApiResult<(References, Supplied)> {
                     "evaluationReferenceInputs[{i}].context.spanContext.sessionId is required"
                 ))
             })?;
-        let reference = Reference {
-            expected_response: item
-                .get("expectedResponse")
-                .and_then(|r| r.get("text"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            expected_trajectory: item
-                .get("expectedTrajectory")
-                .and_then(|t| t.get("toolNames"))
-                .and_then(Value::as_array)
-                .map(|l| {
-                    l.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                }),
-        };
+        let reference = reference_of(item);
         supplied.expected_response |= reference.expected_response.is_some();
         supplied.expected_trajectory |= reference.expected_trajectory.is_some();
         supplied.assertions |= item.get("assertions").is_some();

@@ -387,17 +387,13 @@ fn ground_truth(metadata: Option<&Value>) -> ApiResult<memlog_evals::batch::Refe
         let Some(inline) = item.get("groundTruth").and_then(|g| g.get("inline")) else {
             continue;
         };
-        let expected = |turn: &Value| {
-            turn.get("expectedResponse")
-                .and_then(|r| r.get("text"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
         let turns = inline
             .get("turns")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
             .unwrap_or_default();
+        // A turn carries its expected response only; the trajectory is the session's.
+        let expected = |turn: &Value| crate::evaluate::reference_of(turn).expected_response;
         for (index, turn) in turns.iter().enumerate() {
             if let Some(text) = expected(turn) {
                 refs.insert_turn(
@@ -414,16 +410,7 @@ fn ground_truth(metadata: Option<&Value>) -> ApiResult<memlog_evals::batch::Refe
             session,
             Reference {
                 expected_response: turns.last().and_then(expected),
-                expected_trajectory: inline
-                    .get("expectedTrajectory")
-                    .and_then(|t| t.get("toolNames"))
-                    .and_then(Value::as_array)
-                    .map(|l| {
-                        l.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    }),
+                ..crate::evaluate::reference_of(inline)
             },
         );
     }

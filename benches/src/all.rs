@@ -465,12 +465,7 @@ pub fn embed_throughput(model: &Path, batches: usize, out: &Path) -> anyhow::Res
         .collect();
     let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
     m.embed(&texts)?;
-    let bar = indicatif::ProgressBar::new(batches as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "embedding {bar:40} {pos}/{len} batches of 32, eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress::bar(batches as u64, "embedding batches of 32", true);
     let started = Instant::now();
     for _ in 0..batches.max(1) {
         std::hint::black_box(m.embed(std::hint::black_box(&texts))?);

@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use memlog_engine::embed::{self, Embedder};
 use memlog_engine::index::hnsw::{self, Hnsw, Params};
 use serde::{Deserialize, Serialize};
@@ -261,12 +260,7 @@ fn vectors(opts: &AnnOptions) -> anyhow::Result<(String, Rows, Rows)> {
         .chain(&query_texts)
         .map(String::as_str)
         .collect();
-    let bar = ProgressBar::new(all.len() as u64).with_style(
-        ProgressStyle::with_template(
-            "embedding {bar:40} {pos}/{len} sentences, {per_sec}, eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress::bar(all.len() as u64, "embedding sentences", true);
     let mut out = Vec::with_capacity(all.len());
     for chunk in all.chunks(64) {
         out.extend(embedder.embed(chunk)?);
@@ -343,10 +337,7 @@ fn run_memlog(
             ..Params::default()
         },
     );
-    let bar = ProgressBar::new(base.len() as u64).with_style(
-        ProgressStyle::with_template("memlog HNSW build {bar:40} {pos}/{len}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = crate::progress::bar(base.len() as u64, "memlog HNSW build", true);
     for (i, v) in base.iter().enumerate() {
         index.insert(i as u64, v);
         if i % 256 == 0 {

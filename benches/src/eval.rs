@@ -37,7 +37,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -416,19 +416,7 @@ fn per_sec(n: usize, d: Duration) -> f64 {
 }
 
 fn progress_bar(len: usize, what: &str, visible: bool) -> ProgressBar {
-    let style = ProgressStyle::with_template(
-        "{prefix:>12} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let target = if visible {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let b = ProgressBar::with_draw_target(Some(len as u64), target);
-    b.set_style(style);
-    b.set_prefix(what.to_owned());
-    b
+    crate::progress::bar(len as u64, what, visible)
 }
 
 // ---------------------------------------------------------------------------------------

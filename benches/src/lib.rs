@@ -43,6 +43,7 @@ pub mod locomo_extracted;
 pub mod machine;
 pub mod peers;
 pub mod plot;
+pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod retrieve;

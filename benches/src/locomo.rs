@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use memlog_datasets::locomo::{Dataset, Sample, Session, Turn};
 use memlog_datasets::metrics::{Accumulator, Report, Summary};
 use memlog_engine::clock::SystemClock;
@@ -291,21 +290,7 @@ impl Embeds {
     }
 }
 
-fn bar(len: u64, what: &str, visible: bool) -> ProgressBar {
-    let style = ProgressStyle::with_template(
-        "{prefix:>12} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let target = if visible {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let b = ProgressBar::with_draw_target(Some(len), target);
-    b.set_style(style);
-    b.set_prefix(what.to_owned());
-    b
-}
+use crate::progress::bar;
 
 /// A memory name from a sample id: `[a-zA-Z][a-zA-Z0-9_]{0,47}`.
 pub fn memory_name(sample_id: &str) -> String {

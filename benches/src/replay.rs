@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use memlog_engine::clock::SystemClock;
 use memlog_engine::command::{Command, NewEvent, NewMemory, NewRecord, Outcome};
 use memlog_engine::embed::{Embedder, Hashing};
@@ -130,17 +129,7 @@ impl ReplayReport {
     }
 }
 
-fn bar(len: u64, what: &str, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    ProgressBar::new(len).with_style(
-        ProgressStyle::with_template(&format!(
-            "{what} {{bar:40}} {{pos}}/{{len}}, {{per_sec}}, eta {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    )
-}
+use crate::progress::bar;
 
 /// Builds a store in `data_dir` (which should be empty), closes it, replays it.
 pub fn run(data_dir: &Path, opts: &ReplayOptions) -> anyhow::Result<ReplayReport> {

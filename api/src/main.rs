@@ -459,7 +459,7 @@ struct LocomoArgs {
     python: Option<PathBuf>,
 }
 
-#[derive(Args, serde::Serialize)]
+#[derive(Args, Clone, serde::Serialize)]
 struct IngestArgs {
     /// Events to create (after a warm-up).
     #[arg(long, default_value_t = 50_000)]
@@ -471,6 +471,11 @@ struct IngestArgs {
     /// throughput-vs-concurrency plot; the main report is the run at --concurrency.
     #[arg(long, value_delimiter = ',')]
     concurrency_levels: Vec<usize>,
+    /// Also run at these event counts (comma-separated, e.g. 1000,10000,100000,1000000),
+    /// each on a fresh store at --concurrency, to show how throughput, latency, memory and
+    /// disk grow with the size of the log.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<u64>,
     /// ListEvents requests to time.
     #[arg(long, default_value_t = 2_000)]
     list_requests: u64,
@@ -520,12 +525,7 @@ fn ingest(args: TraceIngestArgs) -> anyhow::Result<()> {
     use memlog_engine::command::{Command, Outcome};
     let engine = open_engine(&args.store, None)?;
     let limits = memlog_evals::otlp::Limits::default();
-    let bar = indicatif::ProgressBar::new(args.files.len() as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} ingest [{bar:30}] {pos}/{len} files, {msg} ({elapsed})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = memlog_benches::progress::bar(args.files.len() as u64, "ingest files", true);
     let (mut spans, mut duplicates, mut unmapped, mut requests) = (0usize, 0usize, 0usize, 0usize);
     let mut failed: Vec<String> = Vec::new();
     for file in &args.files {
@@ -665,12 +665,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         default_model: args.llm_model.clone(),
         embedder,
     };
-    let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} eval [{bar:30}] {pos}/{len} sessions, {msg} ({elapsed}, eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = memlog_benches::progress::bar(0, "eval sessions", true);
     let report = batch::run(
         &engine,
         &cfg,
@@ -1026,11 +1021,50 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
         }
     }
     let report = main.context("no run at --concurrency")?;
+    let mut scale = Vec::new();
+    let mut sizes: Vec<u64> = args.sizes.iter().copied().filter(|&n| n > 0).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for (i, &n) in sizes.iter().enumerate() {
+        eprintln!(
+            "ingest: {n} events at {} clients ({}/{})",
+            args.concurrency.max(1),
+            i + 1,
+            sizes.len()
+        );
+        let dir = args.data_dir.as_ref().map(|d| d.join(format!("n{n}")));
+        let sized = IngestArgs {
+            events: n,
+            ..args.clone()
+        };
+        let r = ingest_once(&sized, args.concurrency.max(1), dir.as_deref())?;
+        scale.push(serde_json::json!({
+            "events": n,
+            "events_per_sec": r.events_per_sec,
+            "p50_ms": r.create_latency.p50_ms,
+            "p95_ms": r.create_latency.p95_ms,
+            "p99_ms": r.create_latency.p99_ms,
+            "list_p50_ms": r.list_latency.p50_ms,
+            "list_p99_ms": r.list_latency.p99_ms,
+            "rss_bytes": r.rss_bytes,
+            "disk_bytes_per_event": r.disk_bytes_per_event,
+            "verify_seconds": r.verify_seconds,
+            "errors": r.errors,
+            "passed": r.passed(),
+        }));
+    }
+    let growth = memlog_benches::report::growth_exponent(
+        scale
+            .iter()
+            .filter_map(|p| Some((p["events"].as_f64()?, p["events_per_sec"].as_f64()?))),
+    );
     let json = serde_json::json!({
         "bench": "ingest",
         "backend": args.backend,
         "report": report,
         "sweep": sweep,
+        "scale": scale,
+        "throughput_growth_exponent": growth,
     });
     let plots = plots_or_warn(memlog_benches::plot::ingest_figures(&json, &args.out));
     let mut md = format!("# memlog bench ingest\n\n{}", report.to_markdown());
@@ -1051,10 +1085,39 @@ fn bench_ingest(args: IngestArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if !scale.is_empty() {
+        md += &format!(
+            "\n## Scale (CreateEvent at {} clients, each size on a fresh store)\n\n\
+             | events | events/s | p50 ms | p99 ms | ListEvents p99 ms | RSS MiB | disk bytes/event | verified |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---|\n",
+            args.concurrency.max(1)
+        );
+        for p in &scale {
+            let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+            md += &format!(
+                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} | {} |\n",
+                p["events"],
+                f("events_per_sec"),
+                f("p50_ms"),
+                f("p99_ms"),
+                f("list_p99_ms"),
+                f("rss_bytes") / (1u64 << 20) as f64,
+                f("disk_bytes_per_event"),
+                if p["passed"] == true { "pass" } else { "FAIL" },
+            );
+        }
+        if let Some(g) = growth {
+            md += &format!(
+                "\nThroughput grows as size^{g:.2} (a log-log fit; 0 means it does not depend \
+                 on how many events the log already holds). RSS is the whole bench process's, \
+                 which keeps the allocator's high-water mark of earlier sizes.\n"
+            );
+        }
+    }
     run.finish(&args.out, json, &md, &plots)?;
     println!("{md}");
     println!("reports written to {}", args.out.display());
-    if sweep.iter().any(|p| p["passed"] != true) {
+    if sweep.iter().chain(&scale).any(|p| p["passed"] != true) {
         anyhow::bail!(
             "the run lost or damaged events (see the verification in {})",
             args.out.join("report.md").display()
@@ -1393,6 +1456,11 @@ fn bench_all(args: BenchAllArgs) -> anyhow::Result<()> {
                     } else {
                         vec![1, 4, 16, 64, 256]
                     },
+                    sizes: if quick {
+                        vec![1_000, 10_000]
+                    } else {
+                        vec![1_000, 10_000, 100_000, 1_000_000]
+                    },
                     list_requests: if quick { 500 } else { 2_000 },
                     payload_bytes: 300,
                     sessions: if quick { 200 } else { 1_000 },
@@ -1402,7 +1470,11 @@ fn bench_all(args: BenchAllArgs) -> anyhow::Result<()> {
                     backend: store::Kind::Redb,
                 })?,
                 "retrieve" => bench_retrieve(RetrieveArgs {
-                    sizes: vec![1_000, 10_000, 100_000],
+                    sizes: if quick {
+                        vec![1_000, 10_000, 100_000]
+                    } else {
+                        vec![1_000, 10_000, 100_000, 1_000_000]
+                    },
                     concurrency: 2,
                     queries: if quick { 500 } else { 2_000 },
                     out: dir.clone(),

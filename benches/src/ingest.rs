@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use memlog_engine::command::limits::MAX_TEXT_CHARS;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -565,14 +565,7 @@ fn latency(h: &Histogram<u64>) -> Latency {
 
 /// A bar on stderr (drawn only when stderr is a terminal).
 fn bar(len: u64, what: &str) -> ProgressBar {
-    let style = ProgressStyle::with_template(
-        "{prefix:>12} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec} eta {eta}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let b = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    b.set_style(style);
-    b.set_prefix(what.to_owned());
-    b
+    crate::progress::bar(len, what, true)
 }
 
 /// Waits for every client of a phase and adds up what they saw.

@@ -435,6 +435,54 @@ pub fn ingest_figures(report: &Value, dir: &Path) -> anyhow::Result<Vec<String>>
             .filter_map(|r| Some((num(r, "concurrency")?, num(r, k)?)))
             .collect()
     };
+    let scale = report["scale"].as_array().cloned().unwrap_or_default();
+    let by_size = |k: &str| -> Vec<(f64, f64)> {
+        scale
+            .iter()
+            .filter_map(|r| Some((num(r, "events")?, num(r, k)?)))
+            .collect()
+    };
+    if scale.len() > 1 {
+        files.extend(line_chart(
+            dir,
+            "throughput_vs_size",
+            &LineChart {
+                title: "CreateEvent throughput vs events in the log".into(),
+                legend_left: true,
+                x_label: "events".into(),
+                y_label: "events / s".into(),
+                log_x: true,
+                y_from_zero: true,
+                series: vec![Series {
+                    name: "CreateEvent".into(),
+                    points: by_size("events_per_sec"),
+                }],
+            },
+        )?);
+        files.extend(line_chart(
+            dir,
+            "latency_vs_size",
+            &LineChart {
+                title: "Latency vs events in the log".into(),
+                legend_left: true,
+                x_label: "events".into(),
+                y_label: "latency (ms)".into(),
+                log_x: true,
+                y_from_zero: true,
+                series: [
+                    ("CreateEvent p50", "p50_ms"),
+                    ("CreateEvent p99", "p99_ms"),
+                    ("ListEvents p99", "list_p99_ms"),
+                ]
+                .iter()
+                .map(|(name, k)| Series {
+                    name: (*name).into(),
+                    points: by_size(k),
+                })
+                .collect(),
+            },
+        )?);
+    }
     let throughput = points("events_per_sec");
     if throughput.is_empty() {
         return Ok(files);

@@ -184,3 +184,39 @@ mod tests {
         assert!(md.contains("## Run") && md.contains("![p](p.svg)"));
     }
 }
+
+/// How a cost grows with size: the least-squares slope of log(value) against log(size)
+/// over `points` (size, value), so 0 means constant and 1 linear. `None` with fewer than
+/// two usable points (both coordinates positive, two distinct sizes).
+pub fn growth_exponent(points: impl IntoIterator<Item = (f64, f64)>) -> Option<f64> {
+    let logs: Vec<(f64, f64)> = points
+        .into_iter()
+        .filter(|&(x, y)| x > 0.0 && y > 0.0)
+        .map(|(x, y)| (x.ln(), y.ln()))
+        .collect();
+    let n = logs.len() as f64;
+    let (mx, my) = logs
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let sxx: f64 = logs.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    let sxy: f64 = logs.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    (logs.len() >= 2 && sxx > 0.0).then(|| sxy / sxx)
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::growth_exponent;
+
+    #[test]
+    fn growth_exponent_reads_power_laws() {
+        let linear = growth_exponent([(1e3, 2.0), (1e4, 20.0), (1e6, 2000.0)]).unwrap();
+        assert!((linear - 1.0).abs() < 1e-9, "{linear}");
+        let flat = growth_exponent([(1e3, 5.0), (1e6, 5.0)]).unwrap();
+        assert!(flat.abs() < 1e-9, "{flat}");
+        let sqrt = growth_exponent([(100.0, 10.0), (10_000.0, 100.0)]).unwrap();
+        assert!((sqrt - 0.5).abs() < 1e-9, "{sqrt}");
+        assert_eq!(growth_exponent([(1e3, 1.0)]), None);
+        assert_eq!(growth_exponent([(1e3, 1.0), (1e3, 2.0)]), None);
+        assert_eq!(growth_exponent([(0.0, 1.0), (1e3, 0.0)]), None);
+    }
+}

@@ -7,6 +7,11 @@
 //! RetrieveMemoryRecords;
 //! `sourceEventIds` in BatchCreateMemoryRecords items; `sourceEventIds` and `scoreDetails`
 //! in answers.
+//!
+//! BatchCreateMemoryRecords' `clientToken` (botocore sends one with every call and the same
+//! one on retries) is honoured durably: a retry gets the first answer and writes nothing;
+//! the token with other items is a ConflictException. `recordExpirySpecification` is
+//! accepted and not applied yet: records do not expire.
 
 use std::time::Duration;
 
@@ -697,6 +702,7 @@ pub async fn batch_create(
     let cmd = Command::CreateRecords {
         memory_id,
         records: news,
+        client_token: input.client_token,
     };
     let items = write_batch(&state, cmd, early).await?;
     Ok((StatusCode::CREATED, Json(items_out(items))))

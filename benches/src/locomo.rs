@@ -412,6 +412,7 @@ fn build(
             let outcome = engine.execute(Command::CreateRecords {
                 memory_id: id.clone(),
                 records: chunk.to_vec(),
+                client_token: None,
             })?;
             command_seconds.push(t.elapsed().as_secs_f64());
             if let Outcome::Records(items) = outcome

@@ -268,6 +268,7 @@ fn build(options: &Options, opts: &ReplayOptions) -> anyhow::Result<u64> {
         engine.execute(Command::CreateRecords {
             memory_id: memory.clone(),
             records,
+            client_token: None,
         })?;
         done += n;
         progress.inc(n);

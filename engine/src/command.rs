@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::extraction::{self, Extraction, SessionKey, SessionRef};
-use crate::log::{Body, Entry, EventKey};
+use crate::log::{BatchToken, Body, Entry, EventKey};
 use crate::projection::events::{self, EventRow};
 use crate::projection::records;
 use crate::record::{self, Record, RecordId, RecordMetadata, Vector};
@@ -86,10 +86,13 @@ pub enum Command {
     ExpireEvents {
         limit: usize,
     },
-    /// BatchCreateMemoryRecords: each item succeeds or fails on its own.
+    /// BatchCreateMemoryRecords: each item succeeds or fails on its own. A retry with the
+    /// same `client_token` and the same items gets the first answer and writes nothing;
+    /// the same token with other items is a conflict.
     CreateRecords {
         memory_id: MemoryId,
         records: Vec<NewRecord>,
+        client_token: Option<String>,
     },
     /// BatchUpdateMemoryRecords.
     UpdateRecords {
@@ -590,12 +593,52 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
             }
             Ok((bodies, Outcome::Expired(total)))
         }
-        Command::CreateRecords { memory_id, records } => {
+        Command::CreateRecords {
+            memory_id,
+            records,
+            client_token,
+        } => {
             check_batch(records.len())?;
+            validate_token(client_token)?;
             active_memory(ctx.txn, memory_id)?;
+            let fingerprint = client_token.as_ref().map(|_| batch_fingerprint(records));
+            if let (Some(token), Some(fingerprint)) = (client_token, &fingerprint)
+                && let Some(row) = records::load_token(ctx.txn, memory_id, token)?
+            {
+                if row.fingerprint != *fingerprint {
+                    return Err(Error::conflict(format!(
+                        "clientToken '{token}' was already used for a different \
+                         BatchCreateMemoryRecords request; use a new token for new records"
+                    )));
+                }
+                let out = records
+                    .iter()
+                    .enumerate()
+                    .map(|(i, new)| {
+                        match row.created.iter().find(|(slot, _)| *slot as usize == i) {
+                            Some((_, id)) => ItemOutcome {
+                                record_id: Some(id.clone()),
+                                request_identifier: new.request_identifier.clone(),
+                                error: None,
+                            },
+                            // Validation is a pure function of the item, which is the
+                            // same as the first time: it fails the same way.
+                            None => failed(
+                                None,
+                                new.request_identifier.clone(),
+                                &new.validate().err().unwrap_or_else(|| {
+                                    Error::conflict("this item was not created by the first request with this clientToken")
+                                }),
+                            ),
+                        }
+                    })
+                    .collect();
+                return Ok((vec![], Outcome::Records(out)));
+            }
             let mut out = Vec::with_capacity(records.len());
             let mut written = Vec::new();
-            for new in records {
+            let mut slots = Vec::new();
+            for (slot, new) in records.iter().enumerate() {
                 let item = match new.validate() {
                     Ok(()) => {
                         let id = loop {
@@ -619,6 +662,7 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
                             embed_model: new.embed_model.clone(),
                             supersedes: None,
                         });
+                        slots.push(slot as u32);
                         ItemOutcome {
                             record_id: Some(id),
                             request_identifier: new.request_identifier.clone(),
@@ -635,6 +679,14 @@ pub(crate) fn decide(cmd: &Command, ctx: &mut Ctx<'_, '_>) -> Result<(Vec<Body>,
                 vec![Body::RecordsCreated {
                     memory_id: memory_id.clone(),
                     records: written,
+                    token: client_token
+                        .as_ref()
+                        .zip(fingerprint)
+                        .map(|(t, f)| BatchToken {
+                            client_token: t.clone(),
+                            fingerprint: f,
+                            slots,
+                        }),
                 }]
             };
             Ok((bodies, Outcome::Records(out)))
@@ -937,6 +989,34 @@ fn active_memory(txn: &Txn<'_>, id: &MemoryId) -> Result<Memory> {
         )));
     }
     Ok(memory)
+}
+
+/// SHA-256 (hex) of a batch's items as the caller sent them, embeddings left out (they
+/// are computed from the content, and a retry computes them again).
+fn batch_fingerprint(records: &[NewRecord]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    for r in records {
+        field(
+            r.request_identifier
+                .as_deref()
+                .unwrap_or("\0none")
+                .as_bytes(),
+        );
+        field(r.content.as_bytes());
+        field(r.namespaces.join("\0").as_bytes());
+        field(r.strategy_id.as_deref().unwrap_or("\0none").as_bytes());
+        // A BTreeMap: its JSON is in key order, the same for the same metadata.
+        field(&serde_json::to_vec(&r.metadata).unwrap_or_default());
+        field(&r.timestamp.0.to_le_bytes());
+        let sources: Vec<&str> = r.source_event_ids.iter().map(|e| e.as_str()).collect();
+        field(sources.join("\0").as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn failed(

@@ -78,6 +78,7 @@ fn create(engine: &Engine, m: &MemoryId, records: Vec<NewRecord>) -> Vec<RecordI
         .execute(Command::CreateRecords {
             memory_id: m.clone(),
             records,
+            client_token: None,
         })
         .unwrap()
     {
@@ -221,6 +222,7 @@ fn batch_items_fail_alone() {
                 bad,
                 new_record("also fine", "/x", 3),
             ],
+            client_token: None,
         })
         .unwrap();
     let Outcome::Records(items) = out else {
@@ -257,7 +259,8 @@ fn batch_items_fail_alone() {
     assert!(matches!(
         engine.execute(Command::CreateRecords {
             memory_id: m,
-            records: too_many
+            records: too_many,
+            client_token: None,
         }),
         Err(Error::Invalid(_))
     ));
@@ -676,4 +679,93 @@ fn a_large_namespace_below_the_crossover_is_searched_exactly() {
         let hits = search(&engine, &m, "", Some(query), Mode::Vector, &filter, None);
         assert_eq!(ids(&hits), want, "query {q}");
     }
+}
+
+/// BatchCreateMemoryRecords with a clientToken (botocore fills one in on every call and
+/// reuses it when it retries): a retry returns the first answer and writes nothing, across
+/// a restart and a rebuild from the log; the same token with other items is refused.
+#[test]
+fn a_client_token_makes_batch_create_idempotent() {
+    let dir = TempDir::new().unwrap();
+    let batch = || {
+        let mut bad = new_record("", "/x", 1);
+        bad.request_identifier = Some("bad".into());
+        vec![
+            new_record("first", "/x", 2),
+            bad,
+            new_record("second", "/x", 3),
+        ]
+    };
+    let create = |engine: &Engine, m: &MemoryId, records: Vec<NewRecord>, token: &str| {
+        engine.execute(Command::CreateRecords {
+            memory_id: m.clone(),
+            records,
+            client_token: Some(token.into()),
+        })
+    };
+    let (m, first, lsn) = {
+        let engine = open(&dir);
+        let m = memory(&engine, "tokens");
+        let Outcome::Records(first) = create(&engine, &m, batch(), "tok-1").unwrap() else {
+            panic!()
+        };
+        assert!(first[0].error.is_none() && first[2].error.is_none());
+        assert_eq!(first[1].error.as_ref().unwrap().0, 400);
+        let lsn = last_lsn(&engine);
+        // The retry: same answer, nothing appended.
+        let Outcome::Records(again) = create(&engine, &m, batch(), "tok-1").unwrap() else {
+            panic!()
+        };
+        assert_eq!(again, first);
+        assert_eq!(last_lsn(&engine), lsn);
+        // Another token is another request.
+        let Outcome::Records(other) = create(&engine, &m, batch(), "tok-2").unwrap() else {
+            panic!()
+        };
+        assert_ne!(other[0].record_id, first[0].record_id);
+        // The same token for different items is a conflict, and writes nothing.
+        let mut changed = batch();
+        changed[0].content = "changed".into();
+        let lsn2 = last_lsn(&engine);
+        match create(&engine, &m, changed, "tok-1") {
+            Err(Error::Conflict(msg)) => assert!(msg.contains("tok-1"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(last_lsn(&engine), lsn2);
+        (m, first, lsn2)
+    };
+    // Durable: after a restart, and after every projection is rebuilt from the log.
+    {
+        let engine = open(&dir);
+        let Outcome::Records(again) = create(&engine, &m, batch(), "tok-1").unwrap() else {
+            panic!()
+        };
+        assert_eq!(again, first);
+        assert_eq!(last_lsn(&engine), lsn);
+    }
+    let report = Engine::replay(&options(&dir), &mut |_| {}).unwrap();
+    assert!(report.identical(), "{report:?}");
+    let engine = open(&dir);
+    // A deleted record does not change what the token answers.
+    engine
+        .execute(Command::DeleteRecords {
+            memory_id: m.clone(),
+            records: vec![RecordRef {
+                record_id: first[0].record_id.clone().unwrap().to_string(),
+                namespace: None,
+            }],
+        })
+        .unwrap();
+    let Outcome::Records(again) = create(&engine, &m, batch(), "tok-1").unwrap() else {
+        panic!()
+    };
+    assert_eq!(again, first);
+    // Deleting the memory drops its tokens with it: a new memory starts afresh.
+    engine.execute(Command::DeleteMemory(m)).unwrap();
+    let m2 = memory(&engine, "tokens2");
+    let Outcome::Records(fresh) = create(&engine, &m2, batch(), "tok-1").unwrap() else {
+        panic!()
+    };
+    assert!(fresh[0].error.is_none());
+    assert_ne!(fresh[0].record_id, first[0].record_id);
 }

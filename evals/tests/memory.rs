@@ -1070,6 +1070,7 @@ fn records_are_read_by_namespace_and_by_the_session_of_their_source_events() {
         .execute(Command::CreateRecords {
             memory_id: memory.clone(),
             records,
+            client_token: None,
         })
         .unwrap()
     {

@@ -441,6 +441,7 @@ fn re_extraction_diffs_a_strategy_against_the_live_records() {
                 ),
                 embed_model: "hashing".into(),
             }],
+            client_token: None,
         })
         .unwrap();
     say(&engine, &memory, "ana", "s2", Role::User, "I work at Acme.");

@@ -430,6 +430,22 @@ def test_memory_records(data, memory):
                                      namespace="a::b")
     assert code(e) == "ValidationException"
 
+    # botocore fills in clientToken and sends the same one when it retries: a retried batch
+    # gets the first answer instead of a second copy of its records.
+    batch = [{"requestIdentifier": "t1", "namespaces": ["/tokens/rec-user"],
+              "content": {"text": "Ana keeps bees on her balcony"}, "timestamp": now()}]
+    first = data.batch_create_memory_records(memoryId=mid, records=batch, clientToken="retry-1")
+    again = data.batch_create_memory_records(memoryId=mid, records=batch, clientToken="retry-1")
+    assert [r["memoryRecordId"] for r in again["successfulRecords"]] == \
+        [r["memoryRecordId"] for r in first["successfulRecords"]]
+    listed = data.list_memory_records(memoryId=mid, namespace="/tokens/")
+    assert len(listed["memoryRecordSummaries"]) == 1
+    with pytest.raises(ClientError) as e:
+        data.batch_create_memory_records(
+            memoryId=mid, clientToken="retry-1",
+            records=[dict(batch[0], content={"text": "Ana keeps goats"})])
+    assert code(e) == "ConflictException"
+
 
 def test_sdk_retrieve_memories(data, memory, monkeypatch):
     from bedrock_agentcore.memory import MemoryClient

@@ -68,6 +68,10 @@ pub enum Body {
     RecordsCreated {
         memory_id: MemoryId,
         records: Vec<Record>,
+        /// The BatchCreateMemoryRecords `clientToken` this batch answered, so that a retry
+        /// with the same token gets the same answer instead of a second set of records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<BatchToken>,
     },
     /// New versions of existing records (full, not patches). Each replaces the live one.
     RecordsUpdated {
@@ -123,7 +127,9 @@ impl Body {
     /// record store and the search indexes.
     pub fn record_changes(&self) -> Option<(&MemoryId, &[Record], Vec<&RecordId>)> {
         match self {
-            Body::RecordsCreated { memory_id, records }
+            Body::RecordsCreated {
+                memory_id, records, ..
+            }
             | Body::RecordsUpdated { memory_id, records } => Some((memory_id, records, vec![])),
             Body::RecordsDeleted {
                 memory_id,
@@ -164,6 +170,19 @@ impl Body {
 }
 
 /// One entry of the log.
+/// What a `RecordsCreated` entry keeps of the client token it answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchToken {
+    pub client_token: String,
+    /// SHA-256 (hex) of the request's items without their embeddings, so a token reused
+    /// for a different request is refused instead of answered with the first one's ids.
+    pub fingerprint: String,
+    /// Each created record's position in the request (`records[i]` was item `slots[i]`);
+    /// the items not listed failed.
+    pub slots: Vec<u32>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub lsn: Lsn,

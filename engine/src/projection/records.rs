@@ -9,6 +9,7 @@
 //! records               memory \0 record id                      → RecordRow JSON (no embedding)
 //! record_history        memory \0 record id \0 from LSN u64 BE   → to LSN u64 BE (0 while live)
 //! records_by_namespace  memory \0 namespace \0 record id         → ()
+//! record_tokens         memory \0 client token                   → TokenRow JSON
 //! ```
 //!
 //! Older versions are not copied out of the log: `record_history` says where each one
@@ -34,7 +35,37 @@ const TABLES: &[Table] = &[
     Table::Records,
     Table::RecordHistory,
     Table::RecordsByNamespace,
+    Table::RecordTokens,
 ];
+
+/// The answer a BatchCreateMemoryRecords `clientToken` got: what a retry is answered from.
+/// Kept after the records are deleted (the retry still gets the ids it was first given),
+/// dropped with the memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRow {
+    pub fingerprint: String,
+    /// The entry that created the records.
+    pub lsn: Lsn,
+    /// `(position in the request, record id)` of every record created.
+    pub created: Vec<(u32, RecordId)>,
+}
+
+pub fn token_key(m: &MemoryId, token: &str) -> Vec<u8> {
+    join(&[m.as_str().as_bytes(), token.as_bytes()])
+}
+
+/// The answer recorded for `token` in memory `m`, if any.
+pub fn load_token(txn: &Txn<'_>, m: &MemoryId, token: &str) -> Result<Option<TokenRow>> {
+    txn.get(Table::RecordTokens, &token_key(m, token))?
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| Error::Corruption {
+                path: "record store".into(),
+                message: format!("unreadable client-token row: {e}"),
+            })
+        })
+        .transpose()
+}
 
 /// The live version of a record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,6 +202,29 @@ impl Projection for RecordStore {
     }
 
     fn apply(&self, entry: &Entry, txn: &mut Txn<'_>) -> Result<()> {
+        if let Body::RecordsCreated {
+            memory_id,
+            records,
+            token: Some(t),
+        } = &entry.body
+        {
+            let row = TokenRow {
+                fingerprint: t.fingerprint.clone(),
+                lsn: entry.lsn,
+                created: t
+                    .slots
+                    .iter()
+                    .zip(records)
+                    .map(|(s, r)| (*s, r.id.clone()))
+                    .collect(),
+            };
+            // Serializing a row cannot fail: string keys only.
+            txn.put(
+                Table::RecordTokens,
+                token_key(memory_id, &t.client_token),
+                serde_json::to_vec(&row).unwrap_or_default(),
+            );
+        }
         if let Some((memory_id, records, ended)) = entry.body.record_changes() {
             for id in ended {
                 Self::retire(txn, memory_id, id, entry.lsn)?;

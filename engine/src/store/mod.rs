@@ -73,10 +73,13 @@ pub enum Table {
     Evaluators,
     /// online evaluation config id → config JSON.
     OnlineConfigs,
+    /// memory \0 BatchCreateMemoryRecords client token → the batch's answer (see
+    /// [`crate::projection::records`]).
+    RecordTokens,
 }
 
 impl Table {
-    pub const ALL: [Table; 24] = [
+    pub const ALL: [Table; 25] = [
         Table::Log,
         Table::Meta,
         Table::Memories,
@@ -101,6 +104,7 @@ impl Table {
         Table::EvalRuns,
         Table::Evaluators,
         Table::OnlineConfigs,
+        Table::RecordTokens,
     ];
 
     pub fn name(self) -> &'static str {
@@ -129,6 +133,7 @@ impl Table {
             Table::EvalRuns => "eval_runs",
             Table::Evaluators => "evaluators",
             Table::OnlineConfigs => "online_configs",
+            Table::RecordTokens => "record_tokens",
         }
     }
 
@@ -159,6 +164,7 @@ impl Table {
             Table::EvalRuns => 22,
             Table::Evaluators => 23,
             Table::OnlineConfigs => 24,
+            Table::RecordTokens => 25,
         }
     }
 }

@@ -140,6 +140,81 @@ pub fn fetch(dest: &Path, python: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Python packages that build the ONNX graphs, pinned (the onnxruntime wheel also
+/// carries the runtime library memlog opens).
+pub const ONNX_PACKAGES: [&str; 3] = ["onnxruntime==1.31.1", "onnx==1.23.2", "safetensors==0.8.0"];
+
+/// The script that builds them (see `engine/src/embed/onnx.rs`).
+const ONNX_SCRIPT: &str = include_str!("../../engine/scripts/minilm_onnx.py");
+
+/// What a finished build leaves in `MODEL_DIR/onnx/BUILT`: the script and packages it came
+/// from, so a changed script or pin rebuilds.
+fn onnx_stamp() -> String {
+    let mut h = Sha256::new();
+    h.update(ONNX_SCRIPT.as_bytes());
+    for p in ONNX_PACKAGES {
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds the ONNX Runtime variants of the model in `model_dir` (f32 and int8 graphs and
+/// the runtime library, into `model_dir/onnx/`), unless a build from the same script and
+/// pins is already there. The packages go into their own venv beside the model
+/// (`onnx-venv`), made with `python`; nothing is downloaded but those wheels.
+pub fn fetch_onnx(model_dir: &Path, python: &str) -> anyhow::Result<()> {
+    verify(model_dir).context("the ONNX graphs are built from the model: fetch it first")?;
+    let out = model_dir.join("onnx");
+    let stamp = onnx_stamp();
+    if std::fs::read_to_string(out.join("BUILT")).is_ok_and(|s| s.trim() == stamp) {
+        println!("the ONNX graphs are already in {}", out.display());
+        return Ok(());
+    }
+    let parent = model_dir
+        .parent()
+        .context("the model directory has no parent directory")?;
+    let venv = parent.join("onnx-venv");
+    let venv_python = venv.join("bin").join("python");
+    if !venv_python.exists() {
+        println!("creating {} …", venv.display());
+        run(
+            Command::new(python).args(["-m", "venv"]).arg(&venv),
+            "python -m venv",
+        )?;
+    }
+    println!("installing {} …", ONNX_PACKAGES.join(" "));
+    run(
+        Command::new(&venv_python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(ONNX_PACKAGES),
+        "pip install",
+    )?;
+    let work = tempfile::Builder::new()
+        .prefix(".onnx-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a work directory in {}", parent.display()))?;
+    let script = work.path().join("minilm_onnx.py");
+    std::fs::write(&script, ONNX_SCRIPT)?;
+    let built = work.path().join("onnx");
+    println!("building the f32 and int8 graphs …");
+    run(
+        Command::new(&venv_python)
+            .arg(&script)
+            .arg(model_dir)
+            .arg(&built),
+        "minilm_onnx.py",
+    )?;
+    std::fs::write(built.join("BUILT"), format!("{stamp}\n"))?;
+    if out.exists() {
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    std::fs::rename(&built, &out)
+        .with_context(|| format!("cannot move the graphs to {}", out.display()))?;
+    println!("the ONNX graphs are in {}", out.display());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,14 +72,20 @@ fn assert_matches(how: &str, cases: &[&Case], got: &[Vec<f32>]) {
 
 #[test]
 fn minilm_matches_sentence_transformers() {
+    let model = minilm();
+    assert_eq!(model.name(), MiniLm::NAME);
+    check_reference(model);
+}
+
+/// `model` reproduces the reference vectors: in one batch, one text at a time, and over
+/// several shuffled batches.
+fn check_reference(model: &dyn Embedder) {
     let reference = reference();
     assert!(
         reference.cases.len() >= 10,
         "the reference should cover varied texts"
     );
-    let model = minilm();
     assert_eq!(model.dim(), reference.dim);
-    assert_eq!(model.name(), MiniLm::NAME);
     let cases: Vec<&Case> = reference.cases.iter().collect();
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
 
@@ -195,4 +201,65 @@ fn hashing_respects_its_dimension() {
     let v = h.embed(&["some words here", "more words"]).unwrap();
     assert!(v.iter().all(|v| v.len() == 64));
     assert!(Hashing::new(0).is_err());
+}
+
+/// The ONNX Runtime embedder (feature `onnx`), from the graphs `memlog model fetch --onnx`
+/// builds in MODEL_DIR/onnx. Like the candle tests these fail, not skip, without them.
+#[cfg(feature = "onnx")]
+mod onnx {
+    use super::*;
+    use memlog_engine::embed::onnx::{OnnxMiniLm, Precision, available};
+
+    fn load(precision: Precision) -> OnnxMiniLm {
+        let dir = find_model(None).expect("all-MiniLM-L6-v2 not found (see the module docs)");
+        assert!(
+            available(&dir, precision),
+            "no ONNX graph in {}/onnx: run `memlog model fetch --onnx`",
+            dir.display()
+        );
+        OnnxMiniLm::load(&dir, precision, 2).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn onnx_f32_matches_sentence_transformers() {
+        let model = load(Precision::F32);
+        // The same space as candle's: records embedded by either are comparable.
+        assert_eq!(model.name(), MiniLm::NAME);
+        check_reference(&model);
+    }
+
+    #[test]
+    fn onnx_int8_stays_close_and_is_its_own_space() {
+        let model = load(Precision::Int8);
+        assert_ne!(model.name(), MiniLm::NAME);
+        let reference = reference();
+        let texts: Vec<&str> = reference.cases.iter().map(|c| c.text.as_str()).collect();
+        let got = model.embed(&texts).unwrap();
+        let cos: Vec<f32> = got
+            .iter()
+            .zip(&reference.cases)
+            .map(|(v, c)| {
+                assert_unit(v, &c.text);
+                cosine(v, &c.vector)
+            })
+            .collect();
+        let min = cos.iter().copied().fold(f32::INFINITY, f32::min);
+        let mean = cos.iter().sum::<f32>() / cos.len() as f32;
+        // Quantised activations cost accuracy (measured: min 0.95-0.96, mean ~0.988); a
+        // broken graph or tokenizer gives cosines far below.
+        assert!(
+            min >= 0.93 && mean >= 0.98,
+            "min {min}, mean {mean}: {cos:?}"
+        );
+        assert!(mean < 0.9999, "int8 should not be bit-exact: mean {mean}");
+        // Still semantic.
+        let v = model
+            .embed(&[
+                "A man is playing a guitar.",
+                "Someone performs music on a string instrument.",
+                "The central bank raised interest rates again.",
+            ])
+            .unwrap();
+        assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.2);
+    }
 }

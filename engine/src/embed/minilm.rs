@@ -67,25 +67,7 @@ impl MiniLm {
             std::fs::read_to_string(dir.join("config.json")).map_err(|e| err("config.json")(&e))?;
         let config: Config = serde_json::from_str(&config).map_err(|e| err("config.json")(&e))?;
 
-        let max_len = max_seq_len(dir)?.min(config.max_position_embeddings);
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| err("tokenizer.json")(&e))?;
-        // The shipped tokenizer.json pads *and* truncates to 128 tokens. sentence-transformers
-        // ignores both: it truncates at max_seq_length (256) and pads each batch to its
-        // longest text. Padding is done by hand in `embed_batch`, after sorting by length.
-        let pad_id = match tokenizer.get_padding() {
-            Some(p) => p.pad_id,
-            None => tokenizer
-                .token_to_id("[PAD]")
-                .unwrap_or(config.pad_token_id as u32),
-        };
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..TruncationParams::default()
-            }))
-            .map_err(|e| err("tokenizer.json")(&e))?;
+        let (tokenizer, pad_id) = load_tokenizer(dir, config.max_position_embeddings)?;
 
         let weights = std::fs::read(dir.join("model.safetensors"))
             .map_err(|e| err("model.safetensors")(&e))?;
@@ -132,6 +114,59 @@ impl MiniLm {
         out.iter_mut().for_each(|v| l2_normalise(v));
         Ok(out)
     }
+}
+
+/// The model's tokenizer as sentence-transformers uses it, and its padding id. The shipped
+/// tokenizer.json pads *and* truncates to 128 tokens; sentence-transformers ignores both:
+/// it truncates at `max_seq_length` (256) and pads each batch to its longest text. So
+/// padding is switched off here and done by hand per batch, after sorting by length.
+pub(super) fn load_tokenizer(dir: &Path, max_positions: usize) -> Result<(Tokenizer, u32)> {
+    let path = dir.join("tokenizer.json");
+    let err = |e: &dyn std::fmt::Display| Error::Embed {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let max_len = max_seq_len(dir)?.min(max_positions);
+    let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| err(&e))?;
+    let pad_id = match tokenizer.get_padding() {
+        Some(p) => p.pad_id,
+        None => tokenizer.token_to_id("[PAD]").unwrap_or(0),
+    };
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            ..TruncationParams::default()
+        }))
+        .map_err(|e| err(&e))?;
+    Ok((tokenizer, pad_id))
+}
+
+/// Tokenizes `texts`, runs `forward` over batches of at most `batch` texts of similar
+/// length (sorted, so little compute goes to padding), and returns the vectors in input
+/// order.
+pub(super) fn embed_sorted(
+    tokenizer: &Tokenizer,
+    texts: &[&str],
+    batch: usize,
+    mut forward: impl FnMut(&[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    let encodings = tokenizer
+        .encode_batch(texts.to_vec(), true)
+        .map_err(|e| Error::Embed {
+            path: PathBuf::from("tokenizer.json"),
+            message: format!("tokenizing: {e}"),
+        })?;
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| encodings[i].len());
+    let mut out = vec![Vec::new(); texts.len()];
+    for chunk in order.chunks(batch.max(1)) {
+        let encs: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
+        for (&i, v) in chunk.iter().zip(forward(&encs)?) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
 }
 
 /// `max_seq_length` from `sentence_bert_config.json` if the directory has one.
@@ -190,24 +225,10 @@ impl Embedder for MiniLm {
             path: self.dir.clone(),
             message,
         };
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| internal(format!("tokenizing: {e}")))?;
-        // Batch texts of similar length together so little compute goes to padding.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| encodings[i].len());
-        let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(BATCH) {
-            let batch: Vec<_> = chunk.iter().map(|&i| &encodings[i]).collect();
-            let vectors = self
-                .embed_batch(&batch)
-                .map_err(|e| internal(format!("forward pass: {e}")))?;
-            for (&i, v) in chunk.iter().zip(vectors) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        embed_sorted(&self.tokenizer, texts, BATCH, |batch| {
+            self.embed_batch(batch)
+                .map_err(|e| internal(format!("forward pass: {e}")))
+        })
     }
 }
 

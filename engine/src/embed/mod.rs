@@ -2,6 +2,8 @@
 //!
 //! - [`MiniLm`]: all-MiniLM-L6-v2 (384-d) run in-process on the CPU with candle, loaded
 //!   from local files. The default whenever the model files are present.
+//! - `OnnxMiniLm` (feature `onnx`): the same model on ONNX Runtime, in f32 (same vectors,
+//!   2-3x faster) or int8 (faster again, cosine ~0.99: its own embedding space).
 //! - [`Hashing`]: feature hashing of words and word pairs. Deterministic and free, but not
 //!   semantic: for tests, and the fallback when no model is present.
 //!
@@ -10,6 +12,8 @@
 
 mod hashing;
 mod minilm;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,8 @@ use std::path::{Path, PathBuf};
 pub use hashing::Hashing;
 pub(crate) use hashing::fnv1a;
 pub use minilm::MiniLm;
+#[cfg(feature = "onnx")]
+pub use onnx::{OnnxMiniLm, Precision};
 
 /// Turns texts into vectors whose dot product measures how alike the texts are.
 ///

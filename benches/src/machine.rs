@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-/// Cores, CPU model, total memory, OS, and the git commit of the working directory.
+/// Cores, CPU model, total memory, OS, and the git commit the binary was built from.
 /// Anything that cannot be read (no `/proc`, no git) is `null` rather than an error.
 pub fn machine_info() -> Value {
     let cores = std::thread::available_parallelism().map(|n| n.get()).ok();
@@ -68,7 +68,16 @@ fn mem_total_bytes(meminfo: &str) -> Option<u64> {
     }
 }
 
+/// The commit the running binary was built from (`-dirty` when tracked files had
+/// changes), recorded by `build.rs`; the checkout's HEAD when the build could not tell.
 fn git_commit() -> Option<String> {
+    match env!("MEMLOG_BUILD_COMMIT") {
+        "" => git_head(),
+        built => Some(built.to_owned()),
+    }
+}
+
+fn git_head() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .stderr(std::process::Stdio::null())

@@ -228,16 +228,9 @@ pub(crate) fn reference_of(v: &Value) -> Reference {
             .and_then(|r| r.get("text"))
             .and_then(Value::as_str)
             .map(str::to_owned),
-        expected_trajectory: v
-            .get("expectedTrajectory")
-            .and_then(|t| t.get("toolNames"))
-            .and_then(Value::as_array)
-            .map(|l| {
-                l.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            }),
+        expected_trajectory: crate::wire::strings(
+            v.get("expectedTrajectory").and_then(|t| t.get("toolNames")),
+        ),
     }
 }
 

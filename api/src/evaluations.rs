@@ -309,16 +309,7 @@ pub async fn start_batch(
         .and_then(|d| d.get("cloudWatchLogs"))
         .and_then(|c| c.get("filterConfig"));
     let sessions = memlog_evals::batch::SessionFilter {
-        ids: filter
-            .and_then(|f| f.get("sessionIds"))
-            .and_then(Value::as_array)
-            .map(|l| {
-                l.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        ids: crate::wire::strings(filter.and_then(|f| f.get("sessionIds"))).unwrap_or_default(),
         since_unix_nano: nanos(
             filter
                 .and_then(|f| f.get("timeRange"))

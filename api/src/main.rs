@@ -1152,35 +1152,48 @@ fn ingest_once(
         seed: args.seed,
         ..Default::default()
     };
-    runtime()?
-        .block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let server = tokio::spawn(memlog_api::server::serve(
-                engine,
-                listener,
-                memlog_api::server::Options::default(),
-                async move {
-                    let _ = stop_rx.await;
-                },
-            ));
-            let report = memlog_benches::ingest::run(&format!("http://{addr}"), &opts).await;
-            let rss_bytes = memlog_benches::machine::rss_bytes();
-            let _ = stop_tx.send(());
-            let _ = server.await;
-            report.map(|mut r| {
-                r.rss_bytes = rss_bytes;
-                r
-            })
-        })
-        .map(|mut report| {
-            // The server has stopped and the engine is closed: what is on disk is final.
-            report.disk_bytes_per_event = Some(
-                memlog_benches::machine::dir_bytes(&data_dir) as f64 / report.acked.max(1) as f64,
-            );
-            report
-        })
+    with_server(
+        engine,
+        memlog_api::server::Options::default(),
+        async |base| {
+            let mut report = memlog_benches::ingest::run(&base, &opts).await?;
+            report.rss_bytes = memlog_benches::machine::rss_bytes();
+            Ok(report)
+        },
+    )
+    .map(|mut report| {
+        // The server has stopped and the engine is closed: what is on disk is final.
+        report.disk_bytes_per_event =
+            Some(memlog_benches::machine::dir_bytes(&data_dir) as f64 / report.acked.max(1) as f64);
+        report
+    })
+}
+
+/// Runs `bench` against an in-process server over `engine` on 127.0.0.1:0 (its base URL
+/// is the argument), then stops the server and waits for it, so the store is closed and
+/// its files final when this returns — whether `bench` succeeded or not.
+fn with_server<T>(
+    engine: Engine,
+    options: memlog_api::server::Options,
+    bench: impl AsyncFnOnce(String) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(memlog_api::server::serve(
+            engine,
+            listener,
+            options,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let result = bench(base).await;
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        result
+    })
 }
 
 /// The plots of a report, or none (and a warning) if drawing failed: a picture is not
@@ -1287,36 +1300,16 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let run = memlog_benches::report::Run::start("retrieve", &args, Some(opts.seed));
-    let rt = runtime()?;
-    let report = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(memlog_api::server::serve(
-            engine,
-            listener,
-            memlog_api::server::Options {
-                hashing_embedder: true,
-                ..Default::default()
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let name = memlog_engine::embed::Embedder::name(&memlog_engine::embed::Hashing::default())
-            .to_owned();
-        let report = memlog_benches::retrieve::run(
-            &format!("http://{addr}"),
-            &name,
-            model.as_deref(),
-            &opts,
-        )
-        .await;
-        let _ = stop_tx.send(());
-        let _ = server.await;
-        report
-    });
-    let report = report?;
+    let name =
+        memlog_engine::embed::Embedder::name(&memlog_engine::embed::Hashing::default()).to_owned();
+    let report = with_server(
+        engine,
+        memlog_api::server::Options {
+            hashing_embedder: true,
+            ..Default::default()
+        },
+        async |base| memlog_benches::retrieve::run(&base, &name, model.as_deref(), &opts).await,
+    )?;
     let json = serde_json::to_value(&report)?;
     let plots = plots_or_warn(memlog_benches::plot::retrieve_figures(&json, &args.out));
     let md = report.to_markdown();
@@ -1340,29 +1333,14 @@ fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
         Some(dir) => format!("all-MiniLM-L6-v2 ({})", dir.display()),
         None => "hashing (no model found: NOT semantic)".to_owned(),
     };
-    let rt = runtime()?;
-    let report = rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(memlog_api::server::serve(
-            engine,
-            listener,
-            memlog_api::server::Options {
-                embed_model,
-                ..Default::default()
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        let report =
-            memlog_benches::extract::run(&format!("http://{addr}"), &embedder_name, &opts).await;
-        let _ = stop_tx.send(());
-        let _ = server.await;
-        report
-    });
-    let report = report?;
+    let report = with_server(
+        engine,
+        memlog_api::server::Options {
+            embed_model,
+            ..Default::default()
+        },
+        async |base| memlog_benches::extract::run(&base, &embedder_name, &opts).await,
+    )?;
     let md = report.to_markdown();
     run.finish(&args.out, serde_json::to_value(&report)?, &md, &[])?;
     println!("{md}");

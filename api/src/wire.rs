@@ -56,6 +56,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AwsJson<T> {
 }
 
 /// Seconds since the epoch, as AWS JSON protocols send timestamps.
+/// The strings of a JSON array (other elements skipped); `None` when `v` is not an array.
+pub fn strings(v: Option<&Value>) -> Option<Vec<String>> {
+    v.and_then(Value::as_array).map(|l| {
+        l.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
 pub fn timestamp_in(field: &str, secs: f64) -> Result<Timestamp, ApiError> {
     Timestamp::from_epoch_seconds(secs).map_err(|e| ApiError::validation(format!("{field}: {e}")))
 }

@@ -198,15 +198,12 @@ impl Embedder for OnnxMiniLm {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        // The graph pools and L2-normalises itself (see minilm_onnx.py).
         embed_sorted(&self.tokenizer, texts, BATCH, |batch| {
-            let mut out = self.forward(batch).map_err(|e| Error::Embed {
+            self.forward(batch).map_err(|e| Error::Embed {
                 path: self.path.clone(),
                 message: format!("forward pass: {e}"),
-            })?;
-            // The graph normalises already; this only guards the contract against float
-            // drift (a no-op within rounding).
-            out.iter_mut().for_each(|v| super::l2_normalise(v));
-            Ok(out)
+            })
         })
     }
 }

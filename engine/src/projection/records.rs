@@ -45,8 +45,6 @@ const TABLES: &[Table] = &[
 #[serde(rename_all = "camelCase")]
 pub struct TokenRow {
     pub fingerprint: String,
-    /// The entry that created the records.
-    pub lsn: Lsn,
     /// `(position in the request, record id)` of every record created.
     pub created: Vec<(u32, RecordId)>,
 }
@@ -210,7 +208,6 @@ impl Projection for RecordStore {
         {
             let row = TokenRow {
                 fingerprint: t.fingerprint.clone(),
-                lsn: entry.lsn,
                 created: t
                     .slots
                     .iter()

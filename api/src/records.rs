@@ -10,8 +10,9 @@
 //!
 //! BatchCreateMemoryRecords' `clientToken` (botocore sends one with every call and the same
 //! one on retries) is honoured durably: a retry gets the first answer and writes nothing;
-//! the token with other items is a ConflictException. `recordExpirySpecification` is
-//! accepted and not applied yet: records do not expire.
+//! the token with other items is a ConflictException. Records do not expire: a request
+//! carrying `recordExpirySpecification` (not in botocore's model; some clients send it) is
+//! refused with a ValidationException rather than accepted and ignored.
 
 use std::time::Duration;
 
@@ -242,6 +243,17 @@ pub struct CreateItemIn {
     pub metadata: Option<std::collections::BTreeMap<String, MetaValueIn>>,
     /// Extension: the events this record was derived from.
     pub source_event_ids: Option<Vec<String>>,
+}
+
+/// Records do not expire; say so instead of ignoring an expiry the caller relies on.
+fn refuse_expiry(spec: Option<&Value>) -> ApiResult<()> {
+    match spec {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => Err(ApiError::validation(
+            "recordExpirySpecification is not supported: memlog records do not expire; \
+             delete them with BatchDeleteMemoryRecords or DeleteMemoryRecord",
+        )),
+    }
 }
 
 /// BatchCreateMemoryRecords' body.
@@ -651,6 +663,7 @@ pub async fn batch_create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let memory_id = MemoryId::parse(&memory_id)?;
     check_batch(&input.records)?;
+    refuse_expiry(input.record_expiry_specification.as_ref())?;
     // Embed only what can be embedded; a bad item fails alone, in the writer's checks.
     let texts: Vec<String> = input
         .records
@@ -719,6 +732,7 @@ pub async fn batch_update(
 ) -> ApiResult<Json<Value>> {
     let memory_id = MemoryId::parse(&memory_id)?;
     check_batch(&input.records)?;
+    refuse_expiry(input.record_expiry_specification.as_ref())?;
     let texts: Vec<String> = input
         .records
         .iter()

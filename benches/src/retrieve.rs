@@ -178,6 +178,8 @@ pub struct RetrieveReport {
     pub sizes: Vec<SizeResult>,
     /// MiniLM embedding of one query at a time, in-process; `Err` says why not measured.
     pub query_embedding: Result<Percentiles, String>,
+    /// The embedder `query_embedding` was measured with (the one `memlog serve` picks).
+    pub query_embedder: Option<String>,
 }
 
 impl RetrieveReport {
@@ -238,8 +240,11 @@ impl RetrieveReport {
         match &self.query_embedding {
             Ok(p) => {
                 s += &format!(
-                    "\nQuery embedding (all-MiniLM-L6-v2, in-process, one query at a time): p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms.\n",
-                    p.p50_ms, p.p95_ms, p.p99_ms
+                    "\nQuery embedding ({}, in-process, one query at a time): p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms.\n",
+                    self.query_embedder.as_deref().unwrap_or("?"),
+                    p.p50_ms,
+                    p.p95_ms,
+                    p.p99_ms
                 )
             }
             Err(why) => s += &format!("\nQuery embedding not measured: {why}\n"),
@@ -372,7 +377,7 @@ async fn query_phase(
 pub async fn run(
     base: &str,
     server_embedder: &str,
-    model: Option<&std::path::Path>,
+    model: Option<Arc<dyn memlog_engine::embed::Embedder>>,
     opts: &RetrieveOptions,
 ) -> anyhow::Result<RetrieveReport> {
     let client = reqwest::Client::builder()
@@ -419,12 +424,12 @@ pub async fn run(
             disk_bytes_per_record,
         });
     }
+    let query_embedder = model.as_ref().map(|m| m.name().to_owned());
     let query_embedding = match model {
         None => Err("no MiniLM model found (run `memlog model fetch`)".to_owned()),
-        Some(dir) => {
-            let dir = dir.to_path_buf();
+        Some(m) => {
             let seed = opts.seed;
-            tokio::task::spawn_blocking(move || embed_latency(&dir, seed)).await?
+            tokio::task::spawn_blocking(move || embed_latency(&*m, seed)).await?
         }
     };
     Ok(RetrieveReport {
@@ -433,12 +438,12 @@ pub async fn run(
         server_embedder: server_embedder.to_owned(),
         sizes,
         query_embedding,
+        query_embedder,
     })
 }
 
-fn embed_latency(dir: &std::path::Path, seed: u64) -> Result<Percentiles, String> {
-    use memlog_engine::embed::Embedder;
-    let m = memlog_engine::embed::MiniLm::load(dir).map_err(|e| e.to_string())?;
+/// One query at a time through `m` (the embedder `memlog serve` would pick).
+fn embed_latency(m: &dyn memlog_engine::embed::Embedder, seed: u64) -> Result<Percentiles, String> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut rng = fastrand::Rng::with_seed(seed);
     let started = Instant::now();

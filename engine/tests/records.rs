@@ -681,6 +681,82 @@ fn a_large_namespace_below_the_crossover_is_searched_exactly() {
     }
 }
 
+/// A namespace that lost most of its records (so its point list was swept, not the graph
+/// compacted: the memory's tombstones stay under a quarter) is still searched exactly from
+/// its int8 codes, and BM25 keeps to it through the per-segment namespace bitset: the
+/// vector top-10 is the brute-force top-10 of the survivors, and no hit is deleted or
+/// from the other namespace.
+#[test]
+fn a_swept_namespace_is_still_searched_exactly() {
+    let dir = TempDir::new().unwrap();
+    let engine = open(&dir);
+    let m = memory(&engine, "swept");
+    let mut b = Vec::new();
+    for batch in 0..40u64 {
+        let ns = if batch < 30 { "/a" } else { "/b" };
+        let records: Vec<NewRecord> = (0..100u64)
+            .map(|i| new_record(&format!("note {i} kept"), ns, batch * 100 + i))
+            .collect();
+        let ids = create(&engine, &m, records);
+        if batch >= 30 {
+            b.extend(ids.into_iter().zip(batch * 100..batch * 100 + 100));
+        }
+    }
+    // Delete 600 of the 1,000 in /b: every other one, then some more.
+    let (gone, kept): (Vec<_>, Vec<_>) = b
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0 || *i % 5 == 1);
+    assert_eq!(gone.len(), 600);
+    for chunk in gone.chunks(100) {
+        engine
+            .execute(Command::DeleteRecords {
+                memory_id: m.clone(),
+                records: chunk
+                    .iter()
+                    .map(|(_, (id, _))| RecordRef {
+                        record_id: id.to_string(),
+                        namespace: None,
+                    })
+                    .collect(),
+            })
+            .unwrap();
+    }
+    let stats = engine.index().stats();
+    assert_eq!(
+        stats.compactions, 0,
+        "this test is about the sweep, not compaction"
+    );
+    let kept: Vec<(RecordId, u64)> = kept.into_iter().map(|(_, r)| r).collect();
+    let kept_ids: std::collections::HashSet<String> =
+        kept.iter().map(|(id, _)| id.to_string()).collect();
+    let filter = RecordFilter {
+        namespace: Some(NamespaceFilter::Path("/b".into())),
+        ..RecordFilter::default()
+    };
+    for q in 0..8u64 {
+        let query = unit(2_000_000 + q);
+        let dot = |seed: u64| -> f32 { unit(seed).iter().zip(&query).map(|(a, b)| a * b).sum() };
+        let mut want: Vec<(f32, String)> = kept
+            .iter()
+            .map(|(id, seed)| (dot(*seed), id.to_string()))
+            .collect();
+        want.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let want: Vec<String> = want.into_iter().take(10).map(|(_, id)| id).collect();
+        let hits = search(&engine, &m, "", Some(query), Mode::Vector, &filter, None);
+        assert_eq!(ids(&hits), want, "query {q}");
+    }
+    let hits = search(&engine, &m, "note kept", None, Mode::Bm25, &filter, None);
+    assert_eq!(hits.len(), 10);
+    for h in &hits {
+        assert!(
+            kept_ids.contains(h.record.id.as_str()),
+            "{} is not a live /b record",
+            h.record.id
+        );
+    }
+}
+
 /// BatchCreateMemoryRecords with a clientToken (botocore fills one in on every call and
 /// reuses it when it retries): a retry returns the first answer and writes nothing, across
 /// a restart and a rebuild from the log; the same token with other items is refused.

@@ -26,7 +26,11 @@
 //! current top k. (A `MUST` clause on a group term, as this index first did, turns the query
 //! into an intersection that scores every document of the group that holds any query term:
 //! linear in the size of the group. At 100k records that was most of a query's time.)
-//! A namespace restriction is still a `MUST` clause ([`Bm25::search_scoped`]), scored at 0.
+//! A namespace restriction ([`Bm25::search_scoped`]) is either a `MUST` clause scored at 0
+//! ([`NsScope::Required`]: only the namespaces' documents are visited, the right plan when
+//! they are a small share of the group) or a per-segment bitset of their documents that the
+//! collector tests ([`NsScope::Collected`]: block-max WAND stays on, the right plan for a
+//! large share).
 //! Scores are tantivy's BM25 (k1 = 1.2, b = 0.75, idf = ln(1 + (N - n + 0.5) / (n + 0.5))).
 //! Repeated query terms count once.
 //!
@@ -78,7 +82,7 @@ use tantivy::tokenizer::{
     SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer, Token, TokenStream,
 };
 use tantivy::{
-    DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher, SegmentOrdinal,
+    DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher, SegmentOrdinal,
     SegmentReader, TantivyDocument, TantivyError, Term,
 };
 
@@ -436,11 +440,11 @@ impl Bm25 {
         group: &str,
         query: &str,
         k: usize,
-        namespaces: Option<&[String]>,
+        namespaces: Option<(&[String], NsScope)>,
         filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
     ) -> Result<Vec<(u64, f32)>> {
         let terms = query_terms(query);
-        if terms.is_empty() || k == 0 || namespaces.is_some_and(<[String]>::is_empty) {
+        if terms.is_empty() || k == 0 || namespaces.is_some_and(|(ns, _)| ns.is_empty()) {
             return Ok(Vec::new());
         }
         let searcher = self.reader.searcher();
@@ -452,7 +456,15 @@ impl Bm25 {
             return Ok(Vec::new());
         }
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(terms.len() + 1);
-        if let Some(namespaces) = namespaces {
+        let mut ns_terms = None;
+        if let Some((namespaces, NsScope::Collected)) = namespaces {
+            ns_terms = Some(
+                namespaces
+                    .iter()
+                    .map(|ns| Term::from_field_text(self.fields.ns, ns))
+                    .collect(),
+            );
+        } else if let Some((namespaces, NsScope::Required)) = namespaces {
             let any_ns: Vec<(Occur, Box<dyn Query>)> = namespaces
                 .iter()
                 .map(|ns| {
@@ -480,7 +492,12 @@ impl Bm25 {
             clauses.push((Occur::Should, clause));
         }
         let query = BooleanQuery::with_minimum_required_clauses(clauses, 1);
-        let collector = TopKeys { k, filter };
+        let collector = TopKeys {
+            k,
+            filter,
+            ns_terms,
+            ns_field: self.fields.ns,
+        };
         let stats = GroupStats {
             searcher: &searcher,
             group_docs,
@@ -630,6 +647,20 @@ impl Eq for Hit {}
 struct TopKeys<'a> {
     k: usize,
     filter: Option<&'a (dyn Fn(u64) -> bool + Sync)>,
+    /// [`NsScope::Collected`]: only documents holding one of these terms are collected.
+    ns_terms: Option<Vec<Term>>,
+    ns_field: Field,
+}
+
+/// How [`Bm25::search_scoped`] keeps to the given namespaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NsScope {
+    /// A required clause: tantivy visits only the namespaces' documents, and scores every
+    /// one holding a query term (no block-max WAND).
+    Required,
+    /// A bitset of the namespaces' documents per segment, tested as hits are collected:
+    /// block-max WAND still skips what cannot reach the top k.
+    Collected,
 }
 
 /// One segment's top-k. Tantivy requires segment collectors to be `'static`, so the borrowed
@@ -726,8 +757,29 @@ impl Collector for TopKeys<'_> {
     ) -> tantivy::Result<Vec<Hit>> {
         let mut top = self.for_segment(segment_ord, reader)?;
         let alive = reader.alive_bitset();
+        let scope = match &self.ns_terms {
+            None => None,
+            Some(terms) => {
+                let mut bits = tantivy::BitSet::with_max_value(reader.max_doc());
+                let index = reader.inverted_index(self.ns_field)?;
+                for term in terms {
+                    if let Some(mut postings) =
+                        index.read_postings(term, IndexRecordOption::Basic)?
+                    {
+                        let mut doc = postings.doc();
+                        while doc != tantivy::TERMINATED {
+                            bits.insert(doc);
+                            doc = postings.advance();
+                        }
+                    }
+                }
+                Some(bits)
+            }
+        };
         weight.for_each_pruning(Score::NEG_INFINITY, reader, &mut |doc, score| {
-            if alive.is_none_or(|a| a.is_alive(doc)) {
+            if alive.is_none_or(|a| a.is_alive(doc))
+                && scope.as_ref().is_none_or(|s| s.contains(doc))
+            {
                 top.push(doc, score, self.filter);
             }
             top.threshold()

@@ -353,6 +353,35 @@ impl Hnsw {
             .collect()
     }
 
+    /// Exact top-`k` from approximate scores: `scored` holds `(id, approx, bound)` with
+    /// `|dot − approx| ≤ bound` (see [`super::quant`]). Only the ids whose upper bound
+    /// reaches the k-th best lower bound are scored in f32; every true top-k point is
+    /// among them, so the answer is the one [`Hnsw::exact`] gives over the same ids.
+    /// Deleted, out-of-range and repeated ids are skipped.
+    pub fn refine(
+        &self,
+        query: &[f32],
+        k: usize,
+        mut scored: Vec<(u32, f32, f32)>,
+    ) -> Vec<(u32, f32)> {
+        assert_eq!(query.len(), self.dim, "hnsw: query length != dim");
+        scored.retain(|(id, _, _)| (*id as usize) < self.len() && !self.deleted[*id as usize]);
+        scored.sort_unstable_by_key(|s| s.0);
+        scored.dedup_by_key(|s| s.0);
+        if k == 0 || scored.is_empty() {
+            return Vec::new();
+        }
+        let mut lows: Vec<f32> = scored.iter().map(|(_, a, b)| a - b).collect();
+        let kth = k.min(lows.len()) - 1;
+        let floor = *lows.select_nth_unstable_by(kth, |x, y| y.total_cmp(x)).1;
+        let keep: Vec<u32> = scored
+            .into_iter()
+            .filter(|(_, a, b)| a + b >= floor)
+            .map(|(id, _, _)| id)
+            .collect();
+        self.exact(query, k, Some(&keep))
+    }
+
     /// A new index holding only the live points, inserted in their original order with the
     /// same parameters (ids change; keys are kept).
     pub fn compacted(&self) -> Hnsw {

@@ -26,13 +26,16 @@
 //! results visits about `ef / s` nodes of `2M` neighbours each at selectivity `s`, while
 //! brute force costs `s × live` dot products, and the two meet there (≈ 20k candidates at
 //! 100k records). At 100k records a 10% namespace took about 5 ms of a query in the
-//! filtered graph search, about 2.4 ms exactly (perf profiles of `memlog bench retrieve`).
+//! filtered graph search, about 2.2 ms exactly over f32 rows, and takes 0.5–0.6 ms over the
+//! namespace's int8 codes (see `NsPoints` and the `quant` module; in-process timings on the
+//! `memlog bench retrieve` store).
 //! The two ranked lists are fused by weighted reciprocal rank fusion; the score is
 //! normalised into [0, 1]. Point-in-time queries (`asOf`) score the versions that were
 //! live then exactly, from the log.
 
 pub mod bm25;
 pub mod hnsw;
+mod quant;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
@@ -49,7 +52,7 @@ use crate::store::Backend;
 use crate::types::{Lsn, MemoryId};
 use crate::{Error, Result};
 
-use self::bm25::Bm25;
+use self::bm25::{Bm25, NsScope};
 use self::hnsw::Hnsw;
 
 /// Knobs of the indexes and of retrieval.
@@ -192,10 +195,10 @@ struct MemIndex {
     docs: Vec<Option<Doc>>,
     by_record: HashMap<RecordId, u32>,
     /// BM25 key (hash of the record id) → live point.
-    key_map: HashMap<u64, u32>,
-    /// By namespace id: its live points (their number is the namespace's live count), for
-    /// candidate sets and the namespace terms of a BM25 query.
-    ns_points: Vec<BTreeSet<u32>>,
+    key_map: HashMap<u64, u32, KeyHash>,
+    /// By namespace id: its points, for candidate sets and the namespace terms of a BM25
+    /// query.
+    ns_points: Vec<NsPoints>,
     /// (first namespace, timestamp, point) of live points: each record's neighbours in
     /// its namespace's time order (a conversation's turns, a session's facts).
     timeline: BTreeSet<(String, u64, u32)>,
@@ -212,6 +215,67 @@ struct MemIndex {
 
 const NO_NS: u32 = u32::MAX >> 1;
 const MORE_NS: u32 = 1 << 31;
+
+/// The points of one namespace, ascending, with their vectors' int8 codes in the same
+/// order (see [`quant`]): a namespace-filtered exact search reads one contiguous block of
+/// codes in one sequential pass. (Before: a `BTreeSet` walk, then the points' `f32` rows,
+/// scattered one per page; at 100k records and a 10% namespace that was 2.2 ms of vector
+/// search, against 0.3 ms unfiltered.) Removal only counts: removed points stay (the
+/// caller skips points without a document) until they are half of the list, which is
+/// then swept.
+struct NsPoints {
+    points: Vec<u32>,
+    codes: quant::Codes,
+    live: usize,
+}
+
+impl NsPoints {
+    fn new(dim: usize) -> NsPoints {
+        NsPoints {
+            points: Vec::new(),
+            codes: quant::Codes::new(dim),
+            live: 0,
+        }
+    }
+
+    fn add(&mut self, p: u32, vector: &[f32]) {
+        // Points are attached in increasing id order; anything else is placed in order.
+        match self.points.last() {
+            Some(&last) if last >= p => match self.points.binary_search(&p) {
+                Ok(_) => return,
+                Err(at) => {
+                    self.points.insert(at, p);
+                    self.codes.insert(at, vector);
+                }
+            },
+            _ => {
+                self.points.push(p);
+                self.codes.push(vector);
+            }
+        }
+        self.live += 1;
+    }
+
+    fn remove(&mut self, p: u32, docs: &[Option<Doc>]) {
+        if self.points.binary_search(&p).is_err() {
+            return;
+        }
+        self.live -= 1;
+        if self.live * 2 < self.points.len() {
+            let keep: Vec<bool> = self
+                .points
+                .iter()
+                .map(|&q| q != p && docs.get(q as usize).is_some_and(Option::is_some))
+                .collect();
+            self.codes.retain_rows(|row| keep[row]);
+            let mut row = 0;
+            self.points.retain(|_| {
+                row += 1;
+                keep[row - 1]
+            });
+        }
+    }
+}
 
 /// The namespace ids a filter admits, as a bitset.
 struct NsMask(Vec<u64>);
@@ -251,7 +315,7 @@ impl MemIndex {
             hnsw,
             docs: Vec::new(),
             by_record: HashMap::new(),
-            key_map: HashMap::new(),
+            key_map: HashMap::default(),
             ns_points: Vec::new(),
             timeline: BTreeSet::new(),
             tombstones: 0,
@@ -264,8 +328,9 @@ impl MemIndex {
     /// Makes `record` the live document of point `p`: every derived map learns it.
     fn attach(&mut self, p: u32, record: Arc<Record>) {
         let mut ids = Vec::with_capacity(record.namespaces.len());
+        let vector = self.hnsw.vector(p).to_vec();
         for ns in &record.namespaces {
-            let id = self.add_ns(ns, p);
+            let id = self.add_ns(ns, p, &vector);
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -327,24 +392,52 @@ impl MemIndex {
         self.by_record.len()
     }
 
+    /// Exact top-`n` over the points of namespaces `ns` that `admit` accepts, from their
+    /// codes then refined in f32; `None` once more than `limit` are admitted.
+    fn exact_in(
+        &self,
+        q: &[f32],
+        n: usize,
+        ns: &[u32],
+        admit: impl Fn(u32) -> bool,
+        limit: usize,
+    ) -> Option<Vec<(u32, f32)>> {
+        let qc = quant::Codes::query(q);
+        let mut scored = Vec::new();
+        for &id in ns {
+            let list = &self.ns_points[id as usize];
+            for (row, &p) in list.points.iter().enumerate() {
+                if admit(p) {
+                    let (approx, bound) = list.codes.approx(&qc, row);
+                    scored.push((p, approx, bound));
+                    if scored.len() > limit {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(self.hnsw.refine(q, n, scored))
+    }
+
     /// Adds live point `p` to namespace `ns`; returns the namespace's id.
-    fn add_ns(&mut self, ns: &str, p: u32) -> u32 {
+    fn add_ns(&mut self, ns: &str, p: u32, vector: &[f32]) -> u32 {
         let id = match self.ns_ids.get(ns) {
             Some(&id) => id,
             None => {
                 let id = self.ns_ids.len() as u32;
                 self.ns_ids.insert(ns.to_owned(), id);
-                self.ns_points.push(BTreeSet::new());
+                self.ns_points.push(NsPoints::new(self.hnsw.dim()));
                 id
             }
         };
-        self.ns_points[id as usize].insert(p);
+        self.ns_points[id as usize].add(p, vector);
         id
     }
 
+    /// Takes point `p` (whose document is already gone) out of namespace `ns`.
     fn remove_ns(&mut self, ns: &str, p: u32) {
         if let Some(&id) = self.ns_ids.get(ns) {
-            self.ns_points[id as usize].remove(&p);
+            self.ns_points[id as usize].remove(p, &self.docs);
         }
     }
 
@@ -358,7 +451,7 @@ impl MemIndex {
             ))
             .take_while(|(ns, _)| ns.starts_with(prefix))
             .filter(|(ns, _)| f.matches(ns))
-            .map(|(ns, &id)| (ns.as_str(), id, self.ns_points[id as usize].len()))
+            .map(|(ns, &id)| (ns.as_str(), id, self.ns_points[id as usize].live))
             .filter(|&(_, _, count)| count > 0)
             .collect()
     }
@@ -367,8 +460,12 @@ impl MemIndex {
         if let Some(p) = self.by_record.remove(id) {
             self.key_map.remove(&bm25_key_of(id));
             if let Some(Some(doc)) = self.docs.get_mut(p as usize).map(Option::take) {
+                let mut seen: Vec<&str> = Vec::with_capacity(doc.record.namespaces.len());
                 for ns in &doc.record.namespaces {
-                    self.remove_ns(ns, p);
+                    if !seen.contains(&ns.as_str()) {
+                        seen.push(ns);
+                        self.remove_ns(ns, p);
+                    }
                 }
                 self.timeline.remove(&timeline_key(&doc.record, p));
             }
@@ -443,6 +540,36 @@ fn fit_dim(v: &[f32], dim: usize) -> Vec<f32> {
 
 /// The key of a record in the BM25 index: a hash of its id, the same for every version,
 /// so that replacing or deleting a record does not depend on which version is indexed.
+/// Hashing for maps keyed by [`bm25_key_of`]: the key is already a hash, so one folded
+/// multiply spreads it over every bit instead of SipHash's rounds (SipHash was 2% of a
+/// namespace-filtered query, which looks up every BM25 hit).
+#[derive(Clone, Copy, Default)]
+struct KeyHash;
+
+impl std::hash::BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(self.0 ^ u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        let m = u128::from(k ^ self.0) * 0x9e37_79b9_7f4a_7c15;
+        self.0 = (m >> 64) as u64 ^ m as u64;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 fn bm25_key_of(id: &RecordId) -> u64 {
     crate::embed::fnv1a(&[id.as_str().as_bytes()])
 }
@@ -1097,24 +1224,33 @@ impl SearchIndex {
         };
         let mask = idx.ns_mask(q.filter.namespace.as_ref());
         let admits = |p: u32| idx.admits(p, q.filter, mask.as_ref());
-        // A small candidate set is searched exactly.
-        let candidates: Option<Vec<u32>> = if q.filter.is_empty() {
-            None
-        } else {
-            let t = &self.tuning;
-            let crossover = ((2 * t.ef_search * 2 * t.m * idx.live()) as f64).sqrt() as usize;
-            small_candidate_set(
-                idx,
-                q.filter,
-                mask.as_ref(),
-                t.exact_threshold.max(crossover),
-            )
-        };
         let mut vec_list = Vec::new();
         if use_vec && let Some(qv) = q.vector {
             let qv = fit_dim(qv, idx.hnsw.dim());
-            let hits = match &candidates {
-                Some(c) => idx.hnsw.exact(&qv, n, Some(c)),
+            let t = &self.tuning;
+            // A small candidate set is searched exactly (see the module documentation).
+            let crossover = ((2 * t.ef_search * 2 * t.m * idx.live()) as f64).sqrt() as usize;
+            let threshold = t.exact_threshold.max(crossover);
+            let only_ns = q.filter.strategy_id.is_none() && q.filter.metadata.is_empty();
+            let exact = match &q.filter.namespace {
+                _ if q.filter.is_empty() => None,
+                Some(f) => {
+                    let matching = idx.matching_namespaces(f);
+                    let total: usize = matching.iter().map(|(_, _, c)| c).sum();
+                    let ids: Vec<u32> = matching.iter().map(|(_, id, _)| *id).collect();
+                    if only_ns && total <= threshold {
+                        idx.exact_in(&qv, n, &ids, |p| idx.doc(p).is_some(), threshold)
+                    } else if only_ns {
+                        None
+                    } else {
+                        idx.exact_in(&qv, n, &ids, admits, threshold)
+                    }
+                }
+                None => small_candidate_set(idx, q.filter, mask.as_ref(), threshold)
+                    .map(|c| idx.hnsw.exact(&qv, n, Some(&c))),
+            };
+            let hits = match exact {
+                Some(hits) => hits,
                 None if q.filter.is_empty() => {
                     idx.hnsw.search(&qv, n, self.tuning.ef_search.max(n), None)
                 }
@@ -1135,29 +1271,37 @@ impl SearchIndex {
             let lookup = |key: u64| idx.key_map.get(&key).and_then(|p| idx.doc(*p));
             let filter = |key: u64| idx.key_map.get(&key).is_some_and(|p| admits(*p));
             let bm25 = &self.bm25;
-            // A namespace filter over few distinct namespaces that hold a small share of the
-            // memory becomes a required clause: tantivy then scores just their documents, a
-            // pass that grows with the namespaces. Over a larger share, block-max WAND over
-            // the whole memory with the filter applied as hits are collected is used (at
-            // 100k records and a 10% namespace, `memlog bench retrieve` measured 5.4 ms p50
-            // with the clause and 4.5–5.0 ms without: within this machine's noise).
-            let scope: Option<Vec<String>> = q.filter.namespace.as_ref().and_then(|f| {
+            // A namespace filter over few distinct namespaces restricts BM25 to their
+            // documents: with a required clause when they hold a small share of the memory
+            // (tantivy then scores just their documents), otherwise with a bitset of their
+            // documents tested during collection (block-max WAND stays on). A namespace-only
+            // filter then needs no per-hit test; other filters, or very many namespaces,
+            // test each hit against the live map.
+            let scope: Option<(Vec<String>, NsScope)> = q.filter.namespace.as_ref().and_then(|f| {
                 let ns = idx.matching_namespaces(f);
                 let docs: usize = ns.iter().map(|(_, _, c)| c).sum();
-                (ns.len() <= 256 && docs * SCOPE_SHARE <= idx.live())
-                    .then(|| ns.into_iter().map(|(n, _, _)| n.to_owned()).collect())
+                let how = if docs * SCOPE_SHARE <= idx.live() {
+                    NsScope::Required
+                } else {
+                    NsScope::Collected
+                };
+                (ns.len() <= 256)
+                    .then(|| (ns.into_iter().map(|(n, _, _)| n.to_owned()).collect(), how))
             });
-            let hits = if q.filter.is_empty() {
-                bm25.search(q.memory_id.as_str(), q.text, n, None)?
-            } else {
-                bm25.search_scoped(
-                    q.memory_id.as_str(),
-                    q.text,
-                    n,
-                    scope.as_deref(),
-                    Some(&filter),
-                )?
-            };
+            let only_ns = q.filter.strategy_id.is_none() && q.filter.metadata.is_empty();
+            let per_hit: Option<&(dyn Fn(u64) -> bool + Sync)> =
+                if q.filter.is_empty() || (only_ns && scope.is_some()) {
+                    None
+                } else {
+                    Some(&filter)
+                };
+            let hits = bm25.search_scoped(
+                q.memory_id.as_str(),
+                q.text,
+                n,
+                scope.as_ref().map(|(ns, how)| (ns.as_slice(), *how)),
+                per_hit,
+            )?;
             text_list = hits
                 .into_iter()
                 .filter_map(|(key, score)| lookup(key).map(|d| (d.record.clone(), score)))
@@ -1171,7 +1315,8 @@ impl SearchIndex {
 /// restricts BM25 with a required clause; a broader one filters during collection.
 const SCOPE_SHARE: usize = 32;
 
-/// The candidate set of a filter when it is small enough to search exactly.
+/// The candidate set of a filter without a namespace part, when it is small enough to
+/// search exactly.
 fn small_candidate_set(
     idx: &MemIndex,
     filter: &RecordFilter,
@@ -1189,28 +1334,6 @@ fn small_candidate_set(
                 .into_iter()
                 .collect(),
         );
-    }
-    if let Some(ns) = &filter.namespace {
-        let matching = idx.matching_namespaces(ns);
-        let total: usize = matching.iter().map(|(_, _, c)| c).sum();
-        if total > threshold && (filter.strategy_id.is_none() && filter.metadata.is_empty()) {
-            return None;
-        }
-        // The points of the admitted namespaces; stop once past the threshold.
-        let mut out = Vec::new();
-        for (_, id, _) in matching {
-            for &p in &idx.ns_points[id as usize] {
-                if admits(p) {
-                    out.push(p);
-                    if out.len() > threshold {
-                        return None;
-                    }
-                }
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        return Some(out);
     }
     // Estimate the selectivity on a deterministic sample of live points.
     let live: Vec<u32> = idx.by_record.values().copied().collect();

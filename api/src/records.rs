@@ -524,13 +524,15 @@ pub async fn retrieve(
     }
     let neighbor_weight = input.neighbor_weight;
     let text = c.search_query;
-    let vector = if mode == Mode::Bm25 {
-        None
-    } else {
-        embed(&state, vec![text.clone()]).await?.pop()
-    };
     let engine = state.engine.clone();
+    let embedder = state.embedder.clone();
+    // Embedding and search in one blocking task: one thread hand-off per query, not two.
     let hits = tokio::task::spawn_blocking(move || {
+        let vector = if mode == Mode::Bm25 {
+            None
+        } else {
+            embedder.embed(&[text.as_str()])?.pop()
+        };
         let as_of = match as_of {
             None => None,
             Some(AsOf::Lsn(l)) => Some(l),

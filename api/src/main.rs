@@ -1333,9 +1333,10 @@ fn bench_extract(args: ExtractArgs) -> anyhow::Result<()> {
     };
     let run = memlog_benches::report::Run::start("extract", &args, Some(opts.seed));
     let embed_model = args.embed_model.clone();
-    let embedder_name = match memlog_engine::embed::find_model(embed_model.as_deref()) {
-        Some(dir) => format!("all-MiniLM-L6-v2 ({})", dir.display()),
-        None => "hashing (no model found: NOT semantic)".to_owned(),
+    // The server below picks its embedder the same way; name the one it runs.
+    let embedder_name = match memlog_engine::embed::load(embed_model.as_deref()) {
+        (m, Some(dir)) => format!("{} on {} ({})", m.name(), m.runtime(), dir.display()),
+        (_, None) => "hashing (no model found: NOT semantic)".to_owned(),
     };
     let report = with_server(
         engine,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use memlog_engine::Engine;
 use memlog_engine::command::{Command, Outcome};
-use memlog_engine::embed::{Embedder, Hashing, MiniLm, find_model};
+use memlog_engine::embed::{Embedder, Hashing};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -62,70 +62,7 @@ impl Default for Options {
     }
 }
 
-/// The environment variable that picks how MiniLM runs: `auto` (the default: ONNX
-/// Runtime in f32 when `memlog model fetch --onnx` has built its graph, else candle),
-/// `candle`, `onnx` or `onnx-int8` (faster, but its vectors are a space of their own:
-/// cosine ~0.99 to f32).
-pub const EMBED_RUNTIME_ENV: &str = "MEMLOG_EMBED_RUNTIME";
-
-/// Loads all-MiniLM-L6-v2 if a model directory is found (on the runtime
-/// [`EMBED_RUNTIME_ENV`] asks for), else the hashing embedder — and says so loudly,
-/// because retrieval is then lexical, not semantic.
-pub fn load_embedder(
-    explicit: Option<&std::path::Path>,
-) -> (Arc<dyn Embedder>, Option<std::path::PathBuf>) {
-    let runtime = std::env::var(EMBED_RUNTIME_ENV).unwrap_or_default();
-    match find_model(explicit) {
-        Some(dir) => {
-            if let Some(m) = load_onnx(&dir, runtime.trim()) {
-                return (m, Some(dir));
-            }
-            match MiniLm::load(&dir) {
-                Ok(m) => {
-                    tracing::info!(model = %dir.display(), "embeddings: all-MiniLM-L6-v2 on the CPU (candle)");
-                    return (Arc::new(m), Some(dir));
-                }
-                Err(e) => tracing::warn!(
-                    model = %dir.display(),
-                    "THE EMBEDDING MODEL FAILED TO LOAD ({e}); falling back to the hashing embedder, which is NOT semantic"
-                ),
-            }
-        }
-        None => tracing::warn!(
-            "NO EMBEDDING MODEL FOUND: falling back to the hashing embedder, which is NOT \
-             semantic. Run `memlog model fetch` (or pass --embed-model DIR) and restart."
-        ),
-    }
-    (Arc::new(Hashing::default()), None)
-}
-
-/// The ONNX Runtime embedder `runtime` asks for, if it can run; `None` means candle.
-fn load_onnx(dir: &std::path::Path, runtime: &str) -> Option<Arc<dyn Embedder>> {
-    use memlog_engine::embed::onnx::{OnnxMiniLm, Precision, available};
-    let precision = match runtime {
-        "" | "auto" if available(dir, Precision::F32) => Precision::F32,
-        "" | "auto" | "candle" => return None,
-        "onnx" => Precision::F32,
-        "onnx-int8" => Precision::Int8,
-        other => {
-            tracing::warn!(
-                "{EMBED_RUNTIME_ENV}={other} is not one of auto, candle, onnx, onnx-int8: using candle"
-            );
-            return None;
-        }
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    match OnnxMiniLm::load(dir, precision, threads) {
-        Ok(m) => {
-            tracing::info!(model = %dir.display(), ?precision, "embeddings: all-MiniLM-L6-v2 on ONNX Runtime");
-            Some(Arc::new(m))
-        }
-        Err(e) => {
-            tracing::warn!(model = %dir.display(), "ONNX Runtime embedder unavailable ({e}); using candle");
-            None
-        }
-    }
-}
+pub use memlog_engine::embed::{RUNTIME_ENV as EMBED_RUNTIME_ENV, load as load_embedder};
 
 /// The whole application: routes plus middleware. The online evaluation consumer is not
 /// started (GetOnlineEvaluationConfig then shows no counts); [`serve`] runs it.

@@ -30,7 +30,7 @@ use memlog_datasets::locomo::{Dataset, Sample, Session, Turn};
 use memlog_datasets::metrics::{Accumulator, Report, Summary};
 use memlog_engine::clock::SystemClock;
 use memlog_engine::command::{Command, NewMemory, NewRecord, Outcome};
-use memlog_engine::embed::{Embedder, Hashing, MiniLm, find_model};
+use memlog_engine::embed::{Embedder, find_model};
 use memlog_engine::index::{Hit, Mode, Query, Tuning};
 use memlog_engine::record::{MetaValue, NamespaceFilter, RecordFilter, RecordMetadata, Vector};
 use memlog_engine::types::{MemoryId, MemoryName, Timestamp};
@@ -540,26 +540,20 @@ pub fn run(opts: &LocomoOptions) -> anyhow::Result<LocomoReport> {
         bail!("{} has no question to score", opts.data.display());
     }
 
-    let (embedder, model_dir): (Arc<dyn Embedder>, Option<PathBuf>) =
-        match find_model(opts.embed_model.as_deref()) {
-            Some(dir) => (
-                Arc::new(
-                    MiniLm::load(&dir)
-                        .with_context(|| format!("cannot load the model in {}", dir.display()))?,
-                ),
-                Some(dir),
-            ),
-            None => {
-                if let Some(p) = &opts.embed_model {
-                    bail!("no complete embedding model in {}", p.display());
-                }
-                eprintln!(
-                    "NO EMBEDDING MODEL FOUND: using the hashing embedder, which is NOT semantic \
-                     (run `memlog model fetch`)"
-                );
-                (Arc::new(Hashing::default()), None)
-            }
-        };
+    // The embedder `memlog serve` picks (ONNX Runtime when its graph is built: the same
+    // vectors as candle, about 3x faster), so the bench measures what is served.
+    if let Some(p) = &opts.embed_model
+        && find_model(Some(p)).is_none()
+    {
+        bail!("no complete embedding model in {}", p.display());
+    }
+    let (embedder, model_dir) = memlog_engine::embed::load(opts.embed_model.as_deref());
+    if model_dir.is_none() {
+        eprintln!(
+            "NO EMBEDDING MODEL FOUND: using the hashing embedder, which is NOT semantic \
+             (run `memlog model fetch`)"
+        );
+    }
     let mut embeds = Embeds {
         embedder,
         cache: HashMap::new(),
@@ -628,6 +622,7 @@ pub fn run(opts: &LocomoOptions) -> anyhow::Result<LocomoReport> {
         "bench": "locomo",
         "dataset": opts.data,
         "embedder": embedder_name,
+        "embed_runtime": embeds.embedder.runtime(),
         "model_dir": model_dir,
         "machine": crate::machine_info(),
         "config": {

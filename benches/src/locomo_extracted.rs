@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,6 @@ use memlog_datasets::locomo::Dataset;
 use memlog_datasets::metrics::Accumulator;
 use memlog_engine::clock::SystemClock;
 use memlog_engine::command::{Command, NewEvent, NewMemory, Outcome};
-use memlog_engine::embed::{Embedder, Hashing, MiniLm, find_model};
 use memlog_engine::index::{Mode, Query};
 use memlog_engine::llm::Llm;
 use memlog_engine::record::RecordFilter;
@@ -50,16 +48,10 @@ fn id_part(s: &str) -> String {
 pub fn run(opts: &LocomoOptions, llm: Option<Arc<dyn Llm>>) -> anyhow::Result<LocomoReport> {
     let started = Instant::now();
     let data = Dataset::load(&opts.data)?;
-    let (embedder, model_dir): (Arc<dyn Embedder>, Option<PathBuf>) =
-        match find_model(opts.embed_model.as_deref()) {
-            Some(dir) => (Arc::new(MiniLm::load(&dir)?), Some(dir)),
-            None => {
-                eprintln!(
-                    "NO EMBEDDING MODEL FOUND: using the hashing embedder, which is NOT semantic"
-                );
-                (Arc::new(Hashing::default()), None)
-            }
-        };
+    let (embedder, model_dir) = memlog_engine::embed::load(opts.embed_model.as_deref());
+    if model_dir.is_none() {
+        eprintln!("NO EMBEDDING MODEL FOUND: using the hashing embedder, which is NOT semantic");
+    }
     let mode_name = if llm.is_some() { "llm" } else { "rules" };
     let (root, _tmp) = crate::data_dir(opts.data_dir.as_deref())?;
     let engine = Engine::open(

@@ -424,7 +424,9 @@ pub async fn run(
             disk_bytes_per_record,
         });
     }
-    let query_embedder = model.as_ref().map(|m| m.name().to_owned());
+    let query_embedder = model
+        .as_ref()
+        .map(|m| format!("{} on {}", m.name(), m.runtime()));
     let query_embedding = match model {
         None => Err("no MiniLM model found (run `memlog model fetch`)".to_owned()),
         Some(m) => {

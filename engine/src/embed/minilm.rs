@@ -217,6 +217,10 @@ impl Embedder for MiniLm {
         MiniLm::NAME
     }
 
+    fn runtime(&self) -> &str {
+        "candle"
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());

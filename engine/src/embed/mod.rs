@@ -17,6 +17,7 @@ pub mod onnx;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use hashing::Hashing;
 pub(crate) use hashing::fnv1a;
@@ -47,6 +48,85 @@ pub trait Embedder: Send + Sync {
 
     /// Embeds `texts`, one vector per text, in order. See the trait docs for the contract.
     fn embed(&self, texts: &[&str]) -> crate::Result<Vec<Vec<f32>>>;
+
+    /// What computes the vectors, for reports and logs (`candle`, `ONNX Runtime f32`, …);
+    /// two runtimes of one [`name`](Embedder::name) give the same vectors.
+    fn runtime(&self) -> &str {
+        "in-process"
+    }
+}
+
+/// The environment variable that picks how MiniLM runs: `auto` (the default: ONNX
+/// Runtime in f32 when `memlog model fetch --onnx` has built its graph, else candle),
+/// `candle`, `onnx` or `onnx-int8` (faster, but its vectors are a space of their own:
+/// cosine ~0.99 to f32).
+pub const RUNTIME_ENV: &str = "MEMLOG_EMBED_RUNTIME";
+
+/// Loads all-MiniLM-L6-v2 if a model directory is found (on the runtime
+/// [`RUNTIME_ENV`] asks for), else the hashing embedder — and says so loudly,
+/// because retrieval is then lexical, not semantic.
+pub fn load(explicit: Option<&Path>) -> (Arc<dyn Embedder>, Option<PathBuf>) {
+    let runtime = std::env::var(RUNTIME_ENV).unwrap_or_default();
+    match find_model(explicit) {
+        Some(dir) => {
+            if let Some(m) = load_onnx(&dir, runtime.trim()) {
+                return (m, Some(dir));
+            }
+            match MiniLm::load(&dir) {
+                Ok(m) => {
+                    tracing::info!(model = %dir.display(), "embeddings: all-MiniLM-L6-v2 on the CPU (candle)");
+                    return (Arc::new(m), Some(dir));
+                }
+                Err(e) => tracing::warn!(
+                    model = %dir.display(),
+                    "THE EMBEDDING MODEL FAILED TO LOAD ({e}); falling back to the hashing embedder, which is NOT semantic"
+                ),
+            }
+        }
+        None => tracing::warn!(
+            "NO EMBEDDING MODEL FOUND: falling back to the hashing embedder, which is NOT \
+             semantic. Run `memlog model fetch` (or pass --embed-model DIR) and restart."
+        ),
+    }
+    (Arc::new(Hashing::default()), None)
+}
+
+/// The ONNX Runtime embedder `runtime` asks for, if it can run; `None` means candle.
+#[cfg(feature = "onnx")]
+fn load_onnx(dir: &Path, runtime: &str) -> Option<Arc<dyn Embedder>> {
+    use onnx::available;
+    let precision = match runtime {
+        "" | "auto" if available(dir, Precision::F32) => Precision::F32,
+        "" | "auto" | "candle" => return None,
+        "onnx" => Precision::F32,
+        "onnx-int8" => Precision::Int8,
+        other => {
+            tracing::warn!(
+                "{RUNTIME_ENV}={other} is not one of auto, candle, onnx, onnx-int8: using candle"
+            );
+            return None;
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match OnnxMiniLm::load(dir, precision, threads) {
+        Ok(m) => {
+            tracing::info!(model = %dir.display(), ?precision, "embeddings: all-MiniLM-L6-v2 on ONNX Runtime");
+            Some(Arc::new(m))
+        }
+        Err(e) => {
+            tracing::warn!(model = %dir.display(), "ONNX Runtime embedder unavailable ({e}); using candle");
+            None
+        }
+    }
+}
+
+/// Without the `onnx` feature every runtime is candle.
+#[cfg(not(feature = "onnx"))]
+fn load_onnx(_dir: &Path, runtime: &str) -> Option<Arc<dyn Embedder>> {
+    if !matches!(runtime, "" | "auto" | "candle") {
+        tracing::warn!("{RUNTIME_ENV}={runtime}: this build has no ONNX Runtime; using candle");
+    }
+    None
 }
 
 /// The folder name of the default model inside the model cache.

@@ -195,6 +195,13 @@ impl Embedder for OnnxMiniLm {
         &self.name
     }
 
+    fn runtime(&self) -> &str {
+        match self.precision {
+            Precision::F32 => "ONNX Runtime f32",
+            Precision::Int8 => "ONNX Runtime int8",
+        }
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());

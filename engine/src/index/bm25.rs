@@ -54,9 +54,12 @@
 //!
 //! # Statistics
 //!
-//! N (the documents of the group) and the document frequencies (of the group's tagged terms)
-//! are per group, so one tenant's vocabulary does not change another's idf; the average length
-//! is index-wide. All of them count deleted documents until their segment is merged. Field
+//! N (the documents of the group), the document frequencies (of the group's tagged terms) and
+//! the average length are per group, so one tenant's documents do not change another's scores.
+//! The group's token total is the sum of its documents' field lengths, read once per segment
+//! from the group term's postings and the fieldnorms and cached by segment (segments are
+//! immutable; a commit adds small ones, a merge replaces some). All of them count deleted
+//! documents until their segment is merged. Field
 //! lengths are stored as tantivy's one-byte fieldnorm code, exact up to 40 tokens and
 //! approximate beyond; [`score_exact`] applies the same quantisation so its scores match.
 
@@ -175,15 +178,12 @@ fn group_tag(group: &str) -> String {
 struct GroupStats<'a> {
     searcher: &'a Searcher,
     group_docs: u64,
+    group_tokens: u64,
 }
 
 impl Bm25StatisticsProvider for GroupStats<'_> {
-    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
-        let tokens = self.searcher.total_num_tokens(field)?;
-        let docs = self.searcher.total_num_docs()?.max(1);
-        // Floored: the average length seen by the scorer is within one token per group of the
-        // index's.
-        Ok(((u128::from(tokens) * u128::from(self.group_docs)) / u128::from(docs)) as u64)
+    fn total_num_tokens(&self, _field: Field) -> tantivy::Result<u64> {
+        Ok(self.group_tokens)
     }
 
     fn total_num_docs(&self) -> tantivy::Result<u64> {
@@ -246,6 +246,8 @@ pub struct Bm25 {
     checkpoint: AtomicU64,
     /// Where the index lives, for error messages (`None` in RAM).
     path: Option<PathBuf>,
+    /// Group → segment → the group's token total in that segment.
+    group_tokens: Mutex<HashMap<String, HashMap<tantivy::index::SegmentId, u64>>>,
 }
 
 impl std::fmt::Debug for Bm25 {
@@ -310,7 +312,49 @@ impl Bm25 {
             fields,
             checkpoint: AtomicU64::new(checkpoint),
             path,
+            group_tokens: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The sum of the text lengths (as fieldnorms) of `group`'s documents in `searcher`'s
+    /// segments, deleted ones included (as in N and the document frequencies).
+    fn group_tokens(&self, searcher: &Searcher, group: &str) -> tantivy::Result<u64> {
+        let term = Term::from_field_text(self.fields.group, group);
+        let segments = searcher.segment_readers();
+        let mut cache = self.group_tokens.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache.contains_key(group) {
+            cache.insert(group.to_owned(), HashMap::new());
+        }
+        let Some(per_segment) = cache.get_mut(group) else {
+            return Ok(0);
+        };
+        let mut total = 0u64;
+        for segment in segments {
+            if let Some(t) = per_segment.get(&segment.segment_id()) {
+                total += t;
+                continue;
+            }
+            let norms = segment.get_fieldnorms_reader(self.fields.text)?;
+            let mut tokens = 0u64;
+            if let Some(mut postings) = segment
+                .inverted_index(self.fields.group)?
+                .read_postings(&term, IndexRecordOption::Basic)?
+            {
+                let mut doc = postings.doc();
+                while doc != tantivy::TERMINATED {
+                    tokens += u64::from(norms.fieldnorm(doc));
+                    doc = postings.advance();
+                }
+            }
+            per_segment.insert(segment.segment_id(), tokens);
+            total += tokens;
+        }
+        // Forget segments merged away.
+        if per_segment.len() > 2 * segments.len() + 8 {
+            let live: HashSet<_> = segments.iter().map(SegmentReader::segment_id).collect();
+            per_segment.retain(|id, _| live.contains(id));
+        }
+        Ok(total)
     }
 
     /// The last LSN made durable by `commit` (0 for a new index).
@@ -389,6 +433,11 @@ impl Bm25 {
     pub fn delete_group(&self, group: &str) -> Result<()> {
         self.writer()
             .delete_term(Term::from_field_text(self.fields.group, group));
+        // Recomputed from the postings if the group is searched again.
+        self.group_tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(group);
         Ok(())
     }
 
@@ -501,6 +550,7 @@ impl Bm25 {
         let stats = GroupStats {
             searcher: &searcher,
             group_docs,
+            group_tokens: self.group_tokens(&searcher, group).map_err(err)?,
         };
         let hits = searcher
             .search_with_statistics_provider(&query, &collector, &stats)
@@ -538,7 +588,8 @@ impl Bm25 {
 /// Same analyzer, same k1/b and idf formula as tantivy's scorer
 /// (idf = ln(1 + (N - n + 0.5) / (n + 0.5))), with N, n and the average length taken over the
 /// given docs, and document lengths quantised like tantivy's fieldnorms (exact up to 40
-/// tokens), so the scores equal what an index holding exactly these documents would give.
+/// tokens; the average is of the quantised lengths, as the index's per-group average is),
+/// so the scores equal what an index holding exactly these documents would give.
 /// Repeated query terms count once; documents matching no query term are left out; equal scores
 /// are ordered by index.
 pub fn score_exact(query: &str, docs: &[&str], k: usize) -> Vec<(usize, f32)> {
@@ -563,7 +614,8 @@ pub(crate) fn score_tokens(terms: &[String], docs: &[Vec<String>], k: usize) -> 
     let mut doc_freq = vec![0u64; terms.len()];
     let mut total_tokens = 0u64;
     for doc in docs {
-        total_tokens += doc.len() as u64;
+        // The index's average is over stored (quantised) lengths too: see `group_tokens`.
+        total_tokens += u64::from(quantised_len(doc.len()));
         let mut tf = vec![0u32; terms.len()];
         for token in doc {
             if let Some(&i) = slot.get(token.as_str()) {
@@ -861,11 +913,9 @@ mod tests {
     }
 
     /// Textbook BM25 in f64 over the given (key, group, analyzed text) corpus, restricted to
-    /// `group`, with N and document frequencies of the group and the index-wide average length
-    /// (as the group's token total rounded to an integer, which is how the index is told it).
+    /// `group`, with N, document frequencies and average length all of the group.
     /// Lengths must stay ≤ 40 tokens (exact fieldnorms).
     fn naive(corpus: &[(u64, String, Vec<String>)], group: &str, query: &str) -> HashMap<u64, f64> {
-        let all_tokens: usize = corpus.iter().map(|(_, _, d)| d.len()).sum();
         let docs: Vec<&Vec<String>> = corpus
             .iter()
             .filter(|(_, g, _)| g == group)
@@ -876,7 +926,7 @@ mod tests {
         terms.sort();
         terms.dedup();
         let n = docs.len() as f64;
-        let group_tokens = (all_tokens * docs.len()) / corpus.len();
+        let group_tokens: usize = docs.iter().map(|d| d.len()).sum();
         let avg = group_tokens as f64 / n;
         let mut out = HashMap::new();
         for (key, g, doc) in corpus {
@@ -937,8 +987,11 @@ mod tests {
         let index = Bm25::in_memory().unwrap();
         let mut corpus = Vec::new();
         for key in 0..150u64 {
-            let group = format!("g{}", rng.below(3));
-            let len = 1 + rng.below(30);
+            // Groups of different lengths (1–10, 13–22, 25–34 words), so an average length
+            // taken over the whole index would be wrong for every group.
+            let g = rng.below(3);
+            let group = format!("g{g}");
+            let len = 1 + rng.below(10) + 12 * g;
             let text = rng.sentence(len);
             index.add(key, &group, &text).unwrap();
             corpus.push((key, group, Bm25::analyze(&text)));

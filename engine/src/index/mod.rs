@@ -538,8 +538,6 @@ fn fit_dim(v: &[f32], dim: usize) -> Vec<f32> {
     out
 }
 
-/// The key of a record in the BM25 index: a hash of its id, the same for every version,
-/// so that replacing or deleting a record does not depend on which version is indexed.
 /// Hashing for maps keyed by [`bm25_key_of`]: the key is already a hash, so one folded
 /// multiply spreads it over every bit instead of SipHash's rounds (SipHash was 2% of a
 /// namespace-filtered query, which looks up every BM25 hit).
@@ -558,7 +556,7 @@ struct KeyHasher(u64);
 impl std::hash::Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.write_u64(self.0 ^ u64::from(*b));
+            self.write_u64(u64::from(*b));
         }
     }
     fn write_u64(&mut self, k: u64) {
@@ -570,6 +568,8 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
+/// The key of a record in the BM25 index: a hash of its id, the same for every version,
+/// so that replacing or deleting a record does not depend on which version is indexed.
 fn bm25_key_of(id: &RecordId) -> u64 {
     crate::embed::fnv1a(&[id.as_str().as_bytes()])
 }

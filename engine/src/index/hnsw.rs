@@ -353,11 +353,12 @@ impl Hnsw {
             .collect()
     }
 
-    /// Exact top-`k` from approximate scores: `scored` holds `(id, approx, bound)` with
-    /// `|dot − approx| ≤ bound` (see [`super::quant`]). Only the ids whose upper bound
-    /// reaches the k-th best lower bound are scored in f32; every true top-k point is
-    /// among them, so the answer is the one [`Hnsw::exact`] gives over the same ids.
-    /// Deleted, out-of-range and repeated ids are skipped.
+    /// Exact top-`k` from approximate scores: `scored` holds distinct `(id, approx, bound)`
+    /// with `|dot − approx| ≤ bound` (see [`super::quant`]). Only the ids whose upper bound
+    /// reaches the k-th best lower bound are scored in f32; every true top-k point is among
+    /// them, so the answer is the one [`Hnsw::exact`] gives over the same ids. Deleted and
+    /// out-of-range ids are skipped. (Distinct, because a repeated id would count twice
+    /// towards the k-th lower bound.)
     pub fn refine(
         &self,
         query: &[f32],
@@ -366,8 +367,6 @@ impl Hnsw {
     ) -> Vec<(u32, f32)> {
         assert_eq!(query.len(), self.dim, "hnsw: query length != dim");
         scored.retain(|(id, _, _)| (*id as usize) < self.len() && !self.deleted[*id as usize]);
-        scored.sort_unstable_by_key(|s| s.0);
-        scored.dedup_by_key(|s| s.0);
         if k == 0 || scored.is_empty() {
             return Vec::new();
         }

@@ -25,7 +25,9 @@
 //! in a big memory, `sqrt(ef × 2M × live)`: a filtered beam search that keeps `ef` admitted
 //! results visits about `ef / s` nodes of `2M` neighbours each at selectivity `s`, while
 //! brute force costs `s × live` dot products, and the two meet there (≈ 20k candidates at
-//! 100k records). At 100k records a 10% namespace took about 5 ms of a query in the
+//! 100k records). A namespace's candidates are scored from contiguous int8 codes, several
+//! times cheaper than a graph visit, so its crossover is `sqrt(CODE_SCAN_ADVANTAGE × …)`
+//! (≈ 35k at 100k records, 110k at 1M). At 100k records a 10% namespace took about 5 ms of a query in the
 //! filtered graph search, about 2.2 ms exactly over f32 rows, and takes 0.5–0.6 ms over the
 //! namespace's int8 codes (see `NsPoints` and the `quant` module; in-process timings on the
 //! `memlog bench retrieve` store).
@@ -404,9 +406,18 @@ impl MemIndex {
     ) -> Option<Vec<(u32, f32)>> {
         let qc = quant::Codes::query(q);
         let mut scored = Vec::new();
+        // A record in two of the namespaces must be scored once (see `Hnsw::refine`).
+        let mut seen = (ns.len() > 1).then(|| vec![0u64; self.hnsw.len().div_ceil(64)]);
         for &id in ns {
             let list = &self.ns_points[id as usize];
             for (row, &p) in list.points.iter().enumerate() {
+                if let Some(seen) = seen.as_mut() {
+                    let (word, bit) = (p as usize / 64, 1u64 << (p % 64));
+                    if seen[word] & bit != 0 {
+                        continue;
+                    }
+                    seen[word] |= bit;
+                }
                 if admit(p) {
                     let (approx, bound) = list.codes.approx(&qc, row);
                     scored.push((p, approx, bound));
@@ -1228,9 +1239,12 @@ impl SearchIndex {
         if use_vec && let Some(qv) = q.vector {
             let qv = fit_dim(qv, idx.hnsw.dim());
             let t = &self.tuning;
-            // A small candidate set is searched exactly (see the module documentation).
-            let crossover = ((2 * t.ef_search * 2 * t.m * idx.live()) as f64).sqrt() as usize;
-            let threshold = t.exact_threshold.max(crossover);
+            // A small candidate set is searched exactly (see the module documentation):
+            // over a namespace's int8 codes, or over scattered f32 rows for other filters.
+            let graph = 2 * t.ef_search * 2 * t.m * idx.live();
+            let crossover = |advantage: usize| ((advantage * graph) as f64).sqrt() as usize;
+            let threshold = t.exact_threshold.max(crossover(1));
+            let ns_threshold = t.exact_threshold.max(crossover(CODE_SCAN_ADVANTAGE));
             let only_ns = q.filter.strategy_id.is_none() && q.filter.metadata.is_empty();
             let exact = match &q.filter.namespace {
                 _ if q.filter.is_empty() => None,
@@ -1238,12 +1252,12 @@ impl SearchIndex {
                     let matching = idx.matching_namespaces(f);
                     let total: usize = matching.iter().map(|(_, _, c)| c).sum();
                     let ids: Vec<u32> = matching.iter().map(|(_, id, _)| *id).collect();
-                    if only_ns && total <= threshold {
-                        idx.exact_in(&qv, n, &ids, |p| idx.doc(p).is_some(), threshold)
+                    if only_ns && total <= ns_threshold {
+                        idx.exact_in(&qv, n, &ids, |p| idx.doc(p).is_some(), ns_threshold)
                     } else if only_ns {
                         None
                     } else {
-                        idx.exact_in(&qv, n, &ids, admits, threshold)
+                        idx.exact_in(&qv, n, &ids, admits, ns_threshold)
                     }
                 }
                 None => small_candidate_set(idx, q.filter, mask.as_ref(), threshold)
@@ -1310,6 +1324,15 @@ impl SearchIndex {
         Ok((vec_list, text_list))
     }
 }
+
+/// How many times cheaper a candidate is to score from a namespace's contiguous int8 codes
+/// than a node is to visit in a filtered graph search, which moves the exact-search
+/// crossover up by its square root. Measured at 100k records on the hashing embedder's
+/// vectors (in-process, one thread): codes 35–47 ns a candidate, a filtered beam search
+/// 0.69 ms / selectivity (4.5–5.2 ms at 10 %), so the two meet near 42 % ≈ 4.4 × the
+/// unit-cost crossover's square; graph search over real MiniLM vectors is about twice as
+/// cheap (`memlog bench ann`), hence 3.
+const CODE_SCAN_ADVANTAGE: usize = 3;
 
 /// A namespace filter whose namespaces hold at most 1/`SCOPE_SHARE` of a memory's records
 /// restricts BM25 with a required clause; a broader one filters during collection.

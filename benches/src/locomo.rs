@@ -210,7 +210,7 @@ impl Default for LocomoOptions {
                 rrf_k: 5.0,
                 vector_weight: 1.0,
                 bm25_weight: 1.5,
-                candidates_per_result: 4,
+                candidates_per_result: 2,
                 ..Tuning::default()
             },
             experiments: false,

@@ -117,7 +117,7 @@ fn bad_requests(m: &str, real: &str) -> Vec<Bad> {
         b("record expiry (records do not expire)", M::POST, &format!("/memories/{m}/memoryRecords/batchCreate"),
           r#"{"records":[{"requestIdentifier":"r1","namespaces":["/n"],"content":{"text":"t"},"timestamp":1}],"recordExpirySpecification":{"days":3}}"#, 400),
         b("record expiry on update", M::POST, &format!("/memories/{m}/memoryRecords/batchUpdate"),
-          r#"{"records":[{"memoryRecordId":"mem-abcdefghijklmnop","timestamp":1,"content":{"text":"t"},"namespaces":["/n"]}],"recordExpirySpecification":{"days":3}}"#, 400),
+          r#"{"records":[{"memoryRecordId":"mem-abcdefghijklmnopqrstuvwxyz0123456789","timestamp":1,"content":{"text":"t"},"namespaces":["/n"]}],"recordExpirySpecification":{"days":3}}"#, 400),
         // Control plane.
         b("memory name starting with a digit", M::POST, "/memories/create", r#"{"name":"1m","eventExpiryDuration":30}"#, 400),
         b("eventExpiryDuration too short", M::POST, "/memories/create", r#"{"name":"m","eventExpiryDuration":2}"#, 400),

@@ -92,7 +92,7 @@ impl Default for Tuning {
             exact_threshold: 2_048,
             // Measured (`memlog bench locomo --experiments`, RRF k 5, 1 : 1.5): 20 candidates
             // per list for top 10 give LoCoMo hit@5 0.658, 40 give 0.659, 10 give 0.649; at
-            // 100k records 2 instead of 4 took 12–15 % off a hybrid query's p50 (BM25's
+            // 100k records 2 instead of 4 took 5–15 % off a hybrid query's p50 (BM25's
             // block-max WAND prunes sooner with a smaller k).
             candidates_per_result: 2,
             // Measured on LoCoMo (`memlog bench locomo`): k = 60, 1:1 gave hybrid hit@5

@@ -77,6 +77,10 @@ pub struct Tuning {
     pub bm25_weight: f32,
     /// Default [`Query::neighbor_weight`] (0: off).
     pub neighbor_weight: f32,
+    /// Threads for the graph searches of a batch of inserted records (one log entry's
+    /// records; see `Hnsw::insert_batch`). The graph is the same for any number. Default:
+    /// the machine's cores.
+    pub insert_threads: usize,
     /// Persist the HNSW snapshots after this many applied record entries …
     pub persist_every_entries: u64,
     /// … or this long after the first unpersisted change.
@@ -102,6 +106,7 @@ impl Default for Tuning {
             vector_weight: 1.0,
             bm25_weight: 1.5,
             neighbor_weight: 0.0,
+            insert_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             persist_every_entries: 5_000,
             persist_every_secs: 30,
         }
@@ -499,6 +504,36 @@ impl MemIndex {
         let v = fit_dim(&record.embedding.0, dim);
         let p = self.hnsw.insert(bm25_key_of(&record.id), &v);
         self.attach(p, Arc::new(record.without_embedding()));
+    }
+
+    /// [`MemIndex::insert`] of each record, in order, with the graph searches of the batch
+    /// on `threads` threads ([`Hnsw::insert_batch`]). A batch naming a record twice is
+    /// inserted one at a time (each version must replace the one before).
+    fn insert_all(&mut self, records: &[Record], threads: usize) {
+        let mut ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if records.len() < 8 || ids.len() < records.len() {
+            records.iter().for_each(|r| self.insert(r));
+            return;
+        }
+        for r in records {
+            self.remove(&r.id);
+        }
+        let dim = self.hnsw.dim();
+        let vectors: Vec<Vec<f32>> = records
+            .iter()
+            .map(|r| fit_dim(&r.embedding.0, dim))
+            .collect();
+        let items: Vec<(u64, &[f32])> = records
+            .iter()
+            .zip(&vectors)
+            .map(|(r, v)| (bm25_key_of(&r.id), v.as_slice()))
+            .collect();
+        let points = self.hnsw.insert_batch(&items, threads);
+        for (p, r) in points.into_iter().zip(records) {
+            self.attach(p, Arc::new(r.without_embedding()));
+        }
     }
 
     /// Rebuilds the graph from the live points when tombstones dominate.
@@ -951,9 +986,7 @@ impl SearchIndex {
                     for id in &ended {
                         idx.remove(id);
                     }
-                    for r in records {
-                        idx.insert(r);
-                    }
+                    idx.insert_all(records, self.tuning.insert_threads.max(1));
                     if !ended.is_empty() && idx.maybe_compact() {
                         s.compactions += 1;
                     }

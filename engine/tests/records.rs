@@ -640,6 +640,18 @@ fn neighbours_in_time_order_share_the_score_when_asked() {
     assert!(with[1].1 > 0.0 && with[1].1 < with[0].1);
 }
 
+/// The 10 records of `population` (id, seed of its vector) closest to `query`, best
+/// first, ties to the smaller id: brute force, what an exact vector search must return.
+fn brute_force_top10(population: &[(RecordId, u64)], query: &[f32]) -> Vec<String> {
+    let dot = |seed: u64| -> f32 { unit(seed).iter().zip(query).map(|(a, b)| a * b).sum() };
+    let mut want: Vec<(f32, String)> = population
+        .iter()
+        .map(|(id, seed)| (dot(*seed), id.to_string()))
+        .collect();
+    want.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    want.into_iter().take(10).map(|(_, id)| id).collect()
+}
+
 /// A namespace of 3,000 records in a memory of 3,100 is past the fixed exact threshold
 /// (2,048) but below the cost crossover `sqrt(ef × 2M × live)` (≈ 3,560 here), so it is
 /// answered by brute force: the vector top-10 must be exactly the brute-force top-10 of
@@ -669,13 +681,7 @@ fn a_large_namespace_below_the_crossover_is_searched_exactly() {
     };
     for q in 0..8u64 {
         let query = unit(1_000_000 + q);
-        let dot = |seed: u64| -> f32 { unit(seed).iter().zip(&query).map(|(a, b)| a * b).sum() };
-        let mut want: Vec<(f32, String)> = mid
-            .iter()
-            .map(|(id, seed)| (dot(*seed), id.to_string()))
-            .collect();
-        want.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let want: Vec<String> = want.into_iter().take(10).map(|(_, id)| id).collect();
+        let want = brute_force_top10(&mid, &query);
         let hits = search(&engine, &m, "", Some(query), Mode::Vector, &filter, None);
         assert_eq!(ids(&hits), want, "query {q}");
     }
@@ -736,13 +742,7 @@ fn a_swept_namespace_is_still_searched_exactly() {
     };
     for q in 0..8u64 {
         let query = unit(2_000_000 + q);
-        let dot = |seed: u64| -> f32 { unit(seed).iter().zip(&query).map(|(a, b)| a * b).sum() };
-        let mut want: Vec<(f32, String)> = kept
-            .iter()
-            .map(|(id, seed)| (dot(*seed), id.to_string()))
-            .collect();
-        want.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let want: Vec<String> = want.into_iter().take(10).map(|(_, id)| id).collect();
+        let want = brute_force_top10(&kept, &query);
         let hits = search(&engine, &m, "", Some(query), Mode::Vector, &filter, None);
         assert_eq!(ids(&hits), want, "query {q}");
     }

@@ -176,37 +176,9 @@ impl Hnsw {
     ///
     /// If `vector.len() != self.dim()` or the index already holds `u32::MAX - 1` points.
     pub fn insert(&mut self, key: u64, vector: &[f32]) -> u32 {
-        assert_eq!(vector.len(), self.dim, "hnsw: vector length != dim");
-        let level = draw_level(key, self.params.seed, self.params.m);
-        let m = self.params.m;
-        let id = self.push_node(key, vector, level);
-        if self.entry == NONE {
-            self.entry = id;
-            self.max_level = level;
-            return id;
-        }
-
-        let (ep, ep_dist) = self.descend(vector, self.max_level, level);
-        let ef = self.params.ef_construction;
-        let mut seeds = vec![pack(ep_dist, ep)];
-        let mut selected = Vec::with_capacity(self.m0);
-        with_visited(self.len(), |visited| {
-            for l in (0..=level.min(self.max_level)).rev() {
-                let found = self.search_layer(vector, &seeds, ef, l, |_| true, visited);
-                self.select_neighbours(&found, m, &mut selected);
-                self.block_mut(id, l)[0] = selected.len() as u32;
-                self.block_mut(id, l)[1..=selected.len()].copy_from_slice(&selected);
-                for &s in &selected {
-                    self.link(s, id, l);
-                }
-                seeds = found;
-            }
-        });
-        if level > self.max_level {
-            self.entry = id;
-            self.max_level = level;
-        }
-        id
+        // A batch of one: its searches see the graph as it is, as they would here (the
+        // new node is unreachable until it is linked, layer by layer, top down).
+        self.insert_batch(&[(key, vector)], 1)[0]
     }
 
     /// Inserts `items` (key, vector) in order and returns their ids: the same graph for

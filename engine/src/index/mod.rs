@@ -339,7 +339,12 @@ impl MemIndex {
     /// Makes `record` the live document of point `p`: every derived map learns it.
     fn attach(&mut self, p: u32, record: Arc<Record>) {
         let mut ids = Vec::with_capacity(record.namespaces.len());
-        let vector = self.hnsw.vector(p).to_vec();
+        // Copied only for a record with namespaces (their lists keep its int8 code).
+        let vector = if record.namespaces.is_empty() {
+            Vec::new()
+        } else {
+            self.hnsw.vector(p).to_vec()
+        };
         for ns in &record.namespaces {
             let id = self.add_ns(ns, p, &vector);
             if !ids.contains(&id) {

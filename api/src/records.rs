@@ -213,7 +213,8 @@ pub struct RetrieveInput {
     /// Extension: weights of the two lists in the fusion.
     pub fusion_weights: Option<FusionWeightsIn>,
     /// Extension: each record also scores this share (0 to 4) of the best fused score of
-    /// its neighbours in its namespace's time order (conversation context).
+    /// its neighbours in its namespace's time order (conversation context). Default: 0.5
+    /// in hybrid mode (the server's tuning), none in `vector` and `bm25`; 0 turns it off.
     pub neighbor_weight: Option<f32>,
 }
 

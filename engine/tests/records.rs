@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use memlog_engine::clock::SystemClock;
 use memlog_engine::command::{Command, NewMemory, NewRecord, Outcome, RecordPatch, RecordRef};
-use memlog_engine::index::{Hit, Mode, Query};
+use memlog_engine::index::{Hit, Mode, Query, Tuning};
 use memlog_engine::query::Page;
 use memlog_engine::record::{
     MetaValue, MetadataFilter, NamespaceFilter, Operator, RecordFilter, RecordId, RecordMetadata,
@@ -102,6 +102,21 @@ fn search(
     filter: &RecordFilter,
     as_of: Option<Lsn>,
 ) -> Vec<Hit> {
+    search_with(engine, m, text, vector, mode, filter, as_of, None)
+}
+
+/// [`search`] with a neighbour weight (`None`: the default).
+#[allow(clippy::too_many_arguments)]
+fn search_with(
+    engine: &Engine,
+    m: &MemoryId,
+    text: &str,
+    vector: Option<Vec<f32>>,
+    mode: Mode,
+    filter: &RecordFilter,
+    as_of: Option<Lsn>,
+    neighbor_weight: Option<f32>,
+) -> Vec<Hit> {
     assert!(engine.wait_indexed(Duration::from_secs(30)));
     engine
         .retrieve(&Query {
@@ -113,7 +128,7 @@ fn search(
             mode,
             as_of,
             weights: None,
-            neighbor_weight: None,
+            neighbor_weight,
         })
         .unwrap()
 }
@@ -175,7 +190,20 @@ fn records_are_stored_listed_and_found_by_every_signal() {
     assert!((hits[0].vector.unwrap().1 - 1.0).abs() < 1e-5);
     assert_eq!(hits.len(), 3);
 
-    // Hybrid: first in both lists scores 1; every score is in [0, 1].
+    // Hybrid: first in both lists scores 1 without neighbour context; with the default
+    // context it shares scores with its neighbour and stays first. Scores are in [0, 1].
+    let plain = search_with(
+        &engine,
+        &m,
+        "peanuts",
+        Some(unit(1)),
+        Mode::Hybrid,
+        &none,
+        None,
+        Some(0.0),
+    );
+    assert_eq!(plain[0].record.id, ids_[0]);
+    assert!((plain[0].score - 1.0).abs() < 1e-6, "{}", plain[0].score);
     let hits = search(
         &engine,
         &m,
@@ -186,8 +214,9 @@ fn records_are_stored_listed_and_found_by_every_signal() {
         None,
     );
     assert_eq!(hits[0].record.id, ids_[0]);
-    assert!((hits[0].score - 1.0).abs() < 1e-6, "{}", hits[0].score);
-    assert!(hits.iter().all(|h| (0.0..=1.0).contains(&h.score)));
+    for h in [&plain, &hits] {
+        assert!(h.iter().all(|h| (0.0..=1.0).contains(&h.score)));
+    }
 
     // A namespace filter keeps Bob out of Alice's answers, in both lists.
     let alice = RecordFilter {
@@ -608,26 +637,27 @@ fn neighbours_in_time_order_share_the_score_when_asked() {
         r.timestamp = Timestamp(1_000 + i as u64);
         records.push(r);
     }
-    create(&engine, &m, records);
+    let ids = create(&engine, &m, records);
     assert!(engine.wait_indexed(Duration::from_secs(30)));
-    let run = |w: f32| {
+    let query = |w: Option<f32>, mode: Mode, as_of: Option<Lsn>| {
         engine
             .retrieve(&Query {
                 memory_id: &m,
                 text: "Aurora",
-                vector: None,
+                vector: Some(&unit(99)),
                 top_k: 10,
                 filter: &RecordFilter::default(),
-                mode: Mode::Bm25,
-                as_of: None,
+                mode,
+                as_of,
                 weights: None,
-                neighbor_weight: Some(w),
+                neighbor_weight: w,
             })
             .unwrap()
             .into_iter()
             .map(|h| (h.record.content.clone(), h.score))
             .collect::<Vec<_>>()
     };
+    let run = |w: f32| query(Some(w), Mode::Bm25, None);
     let alone = run(0.0);
     assert_eq!(alone.len(), 1);
     assert_eq!(alone[0].0, "the boat was called Aurora");
@@ -638,6 +668,34 @@ fn neighbours_in_time_order_share_the_score_when_asked() {
     assert!(texts.contains(&"we met at the harbour") && texts.contains(&"then we had lunch"));
     assert!(with.iter().all(|(_, s)| (0.0..=1.0).contains(s)));
     assert!(with[1].1 > 0.0 && with[1].1 < with[0].1);
+
+    // A single-signal mode has no context unless asked; hybrid has the tuning's default.
+    assert_eq!(query(None, Mode::Bm25, None), alone);
+    let default_weight = Tuning::default().neighbor_weight;
+    assert_eq!(
+        query(None, Mode::Hybrid, None),
+        query(Some(default_weight), Mode::Hybrid, None)
+    );
+
+    // Point in time: as of now, the same timeline, so the same hits and scores; as of
+    // before the lunch turn was deleted, it is a neighbour again, and not after.
+    let now = last_lsn(&engine);
+    assert_eq!(query(Some(0.5), Mode::Bm25, Some(now)), with);
+    engine
+        .execute(Command::DeleteRecords {
+            memory_id: m.clone(),
+            records: vec![RecordRef {
+                record_id: ids[2].to_string(),
+                namespace: None,
+            }],
+        })
+        .unwrap();
+    assert!(engine.wait_indexed(Duration::from_secs(30)));
+    let texts = |hits: Vec<(String, f32)>| hits.into_iter().map(|h| h.0).collect::<Vec<_>>();
+    let live = texts(query(Some(0.5), Mode::Bm25, None));
+    assert!(!live.contains(&"then we had lunch".to_owned()), "{live:?}");
+    assert_eq!(live.len(), 2, "{live:?}");
+    assert_eq!(texts(query(Some(0.5), Mode::Bm25, Some(now))), texts(with));
 }
 
 /// The 10 records of `population` (id, seed of its vector) closest to `query`, best

@@ -447,6 +447,44 @@ def test_memory_records(data, memory):
     assert code(e) == "ConflictException"
 
 
+def test_neighbour_context(data, memory):
+    """Hybrid retrieval gives each record a share of its time-order neighbours' scores by
+    default (the extension field `neighborWeight`, which boto3 cannot send, so raw JSON);
+    single-signal modes only when asked; out-of-range weights are refused."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    mid = memory["id"]
+    ns = "/context/actors/ctx-user"
+    t0 = now() - 60
+    turns = ["we met at the harbour", "the boat was called Aurora", "then we had lunch"]
+    data.batch_create_memory_records(memoryId=mid, records=[
+        {"requestIdentifier": f"c{i}", "namespaces": [ns], "timestamp": t0 + i,
+         "content": {"text": text}} for i, text in enumerate(turns)])
+
+    def retrieve(**extra):
+        body = {"namespace": ns, "searchCriteria": {"searchQuery": "Aurora", "topK": 10}}
+        body.update(extra)
+        req = urllib.request.Request(f"{URL}/memories/{mid}/retrieve", method="POST",
+                                     data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req) as resp:
+            hits = json.load(resp)["memoryRecordSummaries"]
+        return [(h["content"]["text"], h["score"]) for h in hits]
+
+    alone = retrieve(retrievalMode="bm25")
+    assert [t for t, _ in alone] == ["the boat was called Aurora"]
+    with_context = retrieve(retrievalMode="bm25", neighborWeight=0.5)
+    assert [t for t, _ in with_context][0] == "the boat was called Aurora"
+    assert sorted(t for t, _ in with_context) == sorted(turns)
+    assert retrieve() == retrieve(neighborWeight=0.5)
+    assert retrieve() != retrieve(neighborWeight=0)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        retrieve(neighborWeight=5)
+    assert e.value.code == 400
+
+
 def test_sdk_retrieve_memories(data, memory, monkeypatch):
     from bedrock_agentcore.memory import MemoryClient
 

@@ -75,7 +75,8 @@ pub struct Tuning {
     pub rrf_k: f32,
     pub vector_weight: f32,
     pub bm25_weight: f32,
-    /// Default [`Query::neighbor_weight`] (0: off).
+    /// Default [`Query::neighbor_weight`] of hybrid retrieval (0: off). Vector-only and
+    /// BM25-only queries get context only when they ask for it.
     pub neighbor_weight: f32,
     /// Threads for the graph searches of a batch of inserted records (one log entry's
     /// records; see `Hnsw::insert_batch`). The graph is the same for any number. Default:
@@ -105,7 +106,12 @@ impl Default for Tuning {
             rrf_k: 5.0,
             vector_weight: 1.0,
             bm25_weight: 1.5,
-            neighbor_weight: 0.0,
+            // Measured on LoCoMo (`memlog bench locomo`): hybrid hit@5 0.661 without
+            // context, 0.711 at 0.5 (the evidence is often the turn next to the one that
+            // matches the words). Over facts an LLM extracted from one conversation
+            // (`--extracted`, Qwen2.5 1.5B, 150 questions) it changed hit@5 from 0.040 to
+            // 0.047 and hit@1 from 0.027 to 0.020: one or two questions, no measurable harm.
+            neighbor_weight: 0.5,
             insert_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             persist_every_entries: 5_000,
             persist_every_secs: 30,
@@ -154,9 +160,10 @@ pub struct Query<'a> {
     /// Overrides of the fusion weights (vector, bm25).
     pub weights: Option<(f32, f32)>,
     /// Context: each record also gets this share of the best fused score of its
-    /// neighbours (the records just before and after it in its namespace's time order),
-    /// and those neighbours become candidates. `None`: the tuning's default. Live
-    /// retrieval only.
+    /// neighbours (the records just before and after it in its first namespace's time
+    /// order), and those neighbours become candidates. `None`: the tuning's default in
+    /// hybrid mode, none in the single-signal modes. Point-in-time queries use the
+    /// timeline of the versions live then.
     pub neighbor_weight: Option<f32>,
 }
 
@@ -210,9 +217,13 @@ struct MemIndex {
     /// By namespace id: its points, for candidate sets and the namespace terms of a BM25
     /// query.
     ns_points: Vec<NsPoints>,
-    /// (first namespace, timestamp, point) of live points: each record's neighbours in
-    /// its namespace's time order (a conversation's turns, a session's facts).
-    timeline: BTreeSet<(String, u64, u32)>,
+    /// (first namespace's id, timestamp, point) of live points: each record's neighbours
+    /// in its namespace's time order (a conversation's turns, a session's facts).
+    timeline: BTreeSet<(u32, u64, u32)>,
+    /// By point: its neighbours in the timeline (previous, next; [`NO_LINK`] for none),
+    /// kept as points come and go, so that a query reads them instead of walking the
+    /// tree (two tree walks per hit were cache misses at 100k records).
+    links: Vec<[u32; 2]>,
     tombstones: usize,
     /// Namespace → small id (never reused until compaction), in name order for prefix
     /// filters, so that a namespace filter inside the HNSW search tests a bit instead of
@@ -225,6 +236,8 @@ struct MemIndex {
 }
 
 const NO_NS: u32 = u32::MAX >> 1;
+/// No neighbour in [`MemIndex::links`].
+const NO_LINK: u32 = u32::MAX;
 const MORE_NS: u32 = 1 << 31;
 
 /// The points of one namespace, ascending, with their vectors' int8 codes in the same
@@ -300,14 +313,6 @@ impl NsMask {
     }
 }
 
-fn timeline_key(record: &Record, p: u32) -> (String, u64, u32) {
-    (
-        record.namespaces.first().cloned().unwrap_or_default(),
-        record.timestamp.0,
-        p,
-    )
-}
-
 impl MemIndex {
     fn new(dim: usize, tuning: &Tuning) -> MemIndex {
         MemIndex::with_hnsw(Hnsw::new(
@@ -329,6 +334,7 @@ impl MemIndex {
             key_map: HashMap::default(),
             ns_points: Vec::new(),
             timeline: BTreeSet::new(),
+            links: Vec::new(),
             tombstones: 0,
             ns_ids: std::collections::BTreeMap::new(),
             point_ns: Vec::new(),
@@ -362,7 +368,7 @@ impl MemIndex {
                 first | MORE_NS
             }
         };
-        self.timeline.insert(timeline_key(&record, p));
+        self.link(&record, p);
         self.by_record.insert(record.id.clone(), p);
         self.key_map.insert(bm25_key_of(&record.id), p);
         if self.docs.len() <= p as usize {
@@ -492,7 +498,7 @@ impl MemIndex {
                         self.remove_ns(ns, p);
                     }
                 }
-                self.timeline.remove(&timeline_key(&doc.record, p));
+                self.unlink(&doc.record, p);
             }
             if let Some(slot) = self.point_ns.get_mut(p as usize) {
                 *slot = NO_NS;
@@ -561,28 +567,169 @@ impl MemIndex {
         self.docs.get(p as usize).and_then(Option::as_ref)
     }
 
-    /// The live points just before and after `p` in its namespace's time order.
-    fn neighbours(&self, p: u32) -> [Option<u32>; 2] {
+    /// `p`'s place in the timeline: its first namespace's id ([`NO_NS`] without one; set
+    /// by `attach` before this is asked), its timestamp, itself.
+    fn timeline_key(&self, record: &Record, p: u32) -> (u32, u64, u32) {
+        let first = self
+            .point_ns
+            .get(p as usize)
+            .map_or(NO_NS, |f| f & !MORE_NS);
+        (first, record.timestamp.0, p)
+    }
+
+    /// Puts point `p` (of `record`) into the timeline, between its neighbours.
+    fn link(&mut self, record: &Record, p: u32) {
         use std::ops::Bound::{Excluded, Unbounded};
-        let Some(d) = self.doc(p) else {
-            return [None, None];
-        };
-        let key = timeline_key(&d.record, p);
-        let same = |k: &&(String, u64, u32)| k.0 == key.0;
+        let key = self.timeline_key(record, p);
+        self.timeline.insert(key);
+        let same = |k: &&(u32, u64, u32)| k.0 == key.0;
         let prev = self
             .timeline
-            .range(..key.clone())
+            .range(..key)
             .next_back()
             .filter(same)
             .map(|k| k.2);
-        let next = self
-            .timeline
-            .range((Excluded(key.clone()), Unbounded))
-            .next()
+        let next = (self.timeline.range((Excluded(key), Unbounded)).next())
             .filter(same)
             .map(|k| k.2);
-        [prev, next]
+        if self.links.len() <= p as usize {
+            self.links.resize(p as usize + 1, [NO_LINK; 2]);
+        }
+        self.links[p as usize] = [prev.unwrap_or(NO_LINK), next.unwrap_or(NO_LINK)];
+        if let Some(a) = prev {
+            self.links[a as usize][1] = p;
+        }
+        if let Some(b) = next {
+            self.links[b as usize][0] = p;
+        }
     }
+
+    /// Takes point `p` (of `record`) out of the timeline; its neighbours become adjacent.
+    fn unlink(&mut self, record: &Record, p: u32) {
+        let key = self.timeline_key(record, p);
+        self.timeline.remove(&key);
+        let Some(&[a, b]) = self.links.get(p as usize) else {
+            return;
+        };
+        if a != NO_LINK {
+            self.links[a as usize][1] = b;
+        }
+        if b != NO_LINK {
+            self.links[b as usize][0] = a;
+        }
+        self.links[p as usize] = [NO_LINK; 2];
+    }
+
+    /// The live points just before and after `p` in its namespace's time order.
+    fn neighbours(&self, p: u32) -> [Option<u32>; 2] {
+        if self.doc(p).is_none() {
+            return [None, None];
+        }
+        let [a, b] = self.links.get(p as usize).copied().unwrap_or([NO_LINK; 2]);
+        [(a != NO_LINK).then_some(a), (b != NO_LINK).then_some(b)]
+    }
+}
+
+/// Adds to each fused hit `weight` × the best fused score among its neighbours, and admits
+/// the neighbours that pass `filter`; scores stay in [0, 1]. `neighbours` gives a record's
+/// neighbours: the records just before and after it in its first namespace's time order
+/// (a conversation's adjacent turns, facts written together).
+fn add_neighbors(
+    filter: &RecordFilter,
+    hits: Vec<Hit>,
+    weight: f32,
+    mut neighbours: impl FnMut(&Record) -> [Option<Arc<Record>>; 2],
+) -> Vec<Hit> {
+    // (score of the hit it neighbours, neighbour), for neighbours that pass the filter.
+    let mut nbs: Vec<(f32, Arc<Record>)> = Vec::with_capacity(2 * hits.len());
+    for h in &hits {
+        for nb in neighbours(&h.record).into_iter().flatten() {
+            if filter.matches(&nb) {
+                nbs.push((h.score, nb));
+            }
+        }
+    }
+    // By record id (borrowed, nothing cloned): its hit, its best neighbour's score, and
+    // its first entry in `nbs`.
+    let mut by_id: HashMap<&RecordId, (Option<usize>, f32, Option<usize>)> =
+        HashMap::with_capacity(hits.len() + nbs.len());
+    for (i, h) in hits.iter().enumerate() {
+        by_id.entry(&h.record.id).or_insert((None, 0.0, None)).0 = Some(i);
+    }
+    for (j, (score, nb)) in nbs.iter().enumerate() {
+        let e = by_id.entry(&nb.id).or_insert((None, 0.0, None));
+        e.1 = e.1.max(*score);
+        e.2.get_or_insert(j);
+    }
+    let scored: Vec<(Option<usize>, Option<usize>, f32)> = by_id
+        .into_values()
+        .map(|(hit, best, first)| {
+            let own = hit.map_or(0.0, |i| hits[i].score);
+            let score = ((own + weight * best) / (1.0 + weight)).clamp(0.0, 1.0);
+            (hit, first, score)
+        })
+        .collect();
+    let mut hits: Vec<Option<Hit>> = hits.into_iter().map(Some).collect();
+    let mut out: Vec<Hit> = scored
+        .into_iter()
+        .filter_map(|(hit, first, score)| {
+            let mut h = match (hit, first) {
+                (Some(i), _) => hits[i].take()?,
+                (None, Some(j)) => Hit {
+                    record: nbs[j].1.clone(),
+                    score: 0.0,
+                    vector: None,
+                    bm25: None,
+                },
+                (None, None) => return None,
+            };
+            h.score = score;
+            Some(h)
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.record.id.cmp(&b.record.id))
+    });
+    out
+}
+
+/// [`add_neighbors`] for a point-in-time query: the timeline of the versions live then,
+/// ordered as the live one is (first namespace, timestamp, then write order, which is the
+/// order of the live index's points).
+fn with_past_neighbors(
+    filter: &RecordFilter,
+    versions: &[Version],
+    hits: Vec<Hit>,
+    weight: f32,
+) -> Vec<Hit> {
+    fn first_ns(v: &Version) -> Option<&String> {
+        v.record.namespaces.first()
+    }
+    let mut order: Vec<&Version> = versions.iter().collect();
+    order.sort_by(|a, b| {
+        first_ns(a)
+            .cmp(&first_ns(b))
+            .then(a.record.timestamp.0.cmp(&b.record.timestamp.0))
+            .then((a.from.0, a.slot).cmp(&(b.from.0, b.slot)))
+    });
+    let pos: HashMap<&RecordId, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (&v.record.id, i))
+        .collect();
+    add_neighbors(filter, hits, weight, |r| {
+        let Some(&i) = pos.get(&r.id) else {
+            return [None, None];
+        };
+        let at = |j: Option<usize>| {
+            j.and_then(|j| order.get(j))
+                .filter(|v| first_ns(v) == first_ns(order[i]))
+                .map(|v| Arc::new(v.record.without_embedding()))
+        };
+        [at(i.checked_sub(1)), at(i.checked_add(1))]
+    })
 }
 
 /// Pads or truncates a vector to the index's dimension (an embedder change between
@@ -1157,85 +1304,54 @@ impl SearchIndex {
             Mode::Vector => (1.0, 0.0),
             Mode::Bm25 => (0.0, 1.0),
         };
-        let versions_given = versions.is_some();
-        let (vec_list, text_list): (Ranked, Ranked) = match versions {
+        let (vec_list, text_list): (Ranked, Ranked) = match &versions {
             Some(vs) => self.search_versions(q, vs, n, wv > 0.0, wb > 0.0),
             None => self.search_live(q, n, wv > 0.0, wb > 0.0)?,
         };
-        let neighbor = q.neighbor_weight.unwrap_or(self.tuning.neighbor_weight);
-        let as_of = versions_given;
+        // The tuning's context weight is hybrid retrieval's default; a single-signal mode
+        // gets context only when the query asks for it.
+        let neighbor = q.neighbor_weight.unwrap_or(match q.mode {
+            Mode::Hybrid => self.tuning.neighbor_weight,
+            Mode::Vector | Mode::Bm25 => 0.0,
+        });
         let mut hits = fuse(&vec_list, &text_list, wv, wb, self.tuning.rrf_k, usize::MAX);
-        if neighbor > 0.0 && !as_of {
-            hits = self.with_neighbors(q, hits, neighbor);
+        if neighbor > 0.0 {
+            hits = match &versions {
+                Some(vs) => with_past_neighbors(q.filter, vs, hits, neighbor),
+                None => self.with_live_neighbors(q, hits, neighbor),
+            };
         }
         hits.truncate(q.top_k);
         Ok(hits)
     }
 
-    /// Adds to each fused hit `weight` × the best fused score among its neighbours (and
-    /// admits neighbours that pass the filter), renormalised into [0, 1].
-    fn with_neighbors(&self, q: &Query<'_>, hits: Vec<Hit>, weight: f32) -> Vec<Hit> {
+    /// [`add_neighbors`] over the live timeline.
+    fn with_live_neighbors(&self, q: &Query<'_>, hits: Vec<Hit>, weight: f32) -> Vec<Hit> {
         let s = self.read_state();
         let Some(idx) = s.memories.get(q.memory_id) else {
             return hits;
         };
-        let base: HashMap<RecordId, f32> = hits
-            .iter()
-            .map(|h| (h.record.id.clone(), h.score))
-            .collect();
-        let mut best_neighbor: HashMap<RecordId, f32> = HashMap::new();
-        let mut all: HashMap<RecordId, Hit> = HashMap::new();
-        for h in &hits {
-            let Some(&p) = idx.by_record.get(&h.record.id) else {
-                continue;
+        add_neighbors(q.filter, hits, weight, |r| {
+            let Some(&p) = idx.by_record.get(&r.id) else {
+                return [None, None];
             };
-            for nb in idx.neighbours(p).into_iter().flatten() {
-                let Some(doc) = idx.doc(nb) else { continue };
-                if !q.filter.matches(&doc.record) {
-                    continue;
-                }
-                let e = best_neighbor.entry(doc.record.id.clone()).or_insert(0.0);
-                *e = e.max(h.score);
-                all.entry(doc.record.id.clone()).or_insert_with(|| Hit {
-                    record: doc.record.clone(),
-                    score: 0.0,
-                    vector: None,
-                    bm25: None,
-                });
-            }
-        }
-        for h in hits {
-            all.insert(h.record.id.clone(), h);
-        }
-        let mut out: Vec<Hit> = all
-            .into_values()
-            .map(|mut h| {
-                let own = base.get(&h.record.id).copied().unwrap_or(0.0);
-                let nb = best_neighbor.get(&h.record.id).copied().unwrap_or(0.0);
-                h.score = ((own + weight * nb) / (1.0 + weight)).clamp(0.0, 1.0);
-                h
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.record.id.cmp(&b.record.id))
-        });
-        out
+            idx.neighbours(p)
+                .map(|nb| nb.and_then(|nb| idx.doc(nb)).map(|d| d.record.clone()))
+        })
     }
 
     /// Exact scoring of point-in-time versions.
     fn search_versions(
         &self,
         q: &Query<'_>,
-        versions: Vec<Version>,
+        versions: &[Version],
         n: usize,
         use_vec: bool,
         use_text: bool,
     ) -> (Ranked, Ranked) {
-        let live: Vec<Record> = versions
-            .into_iter()
-            .map(|v| v.record)
+        let live: Vec<&Record> = versions
+            .iter()
+            .map(|v| &v.record)
             .filter(|r| q.filter.matches(r))
             .collect();
         let mut vec_list = Vec::new();
@@ -1522,6 +1638,73 @@ mod tests {
                     .unwrap();
                 let want = idx.hnsw.exact(&q, k, None);
                 assert_eq!(got, want, "k {k}");
+            }
+        }
+    }
+
+    /// The timeline links stay what a sort of the live records says, through inserts in
+    /// any time order, updates (a new point, maybe another namespace) and deletes.
+    #[test]
+    fn timeline_links_match_a_sort_of_the_live_records() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let dim = 8;
+        let mut idx = MemIndex::new(dim, &Tuning::default());
+        let mut ids: Vec<RecordId> = Vec::new();
+        let record = |rng: &mut fastrand::Rng, id: RecordId| Record {
+            id,
+            content: "x".into(),
+            namespaces: match rng.usize(0..4) {
+                0 => Vec::new(),
+                1 => vec!["/a".to_owned()],
+                2 => vec!["/b".to_owned(), "/a".to_owned()],
+                _ => vec!["/c".to_owned()],
+            },
+            strategy_id: None,
+            metadata: Default::default(),
+            // Few distinct timestamps, so that ties (ordered by point) happen.
+            timestamp: crate::types::Timestamp(rng.u64(0..50)),
+            created_at: crate::types::Timestamp(0),
+            source_event_ids: Vec::new(),
+            embedding: crate::record::Vector(unit(rng, dim)),
+            embed_model: "test".into(),
+            supersedes: None,
+        };
+        for step in 0..1_500 {
+            match rng.usize(0..10) {
+                0..=5 => {
+                    let id = RecordId::generate(&mut rng);
+                    ids.push(id.clone());
+                    idx.insert(&record(&mut rng, id));
+                }
+                6 | 7 if !ids.is_empty() => {
+                    let id = ids[rng.usize(0..ids.len())].clone();
+                    idx.insert(&record(&mut rng, id));
+                }
+                _ if !ids.is_empty() => {
+                    let id = ids.swap_remove(rng.usize(0..ids.len()));
+                    idx.remove(&id);
+                }
+                _ => {}
+            }
+            if step % 50 != 49 {
+                continue;
+            }
+            let mut live: Vec<(u32, u64, u32)> = ids
+                .iter()
+                .map(|id| {
+                    let p = idx.by_record[id];
+                    idx.timeline_key(&idx.doc(p).unwrap().record, p)
+                })
+                .collect();
+            live.sort_unstable();
+            for (i, k) in live.iter().enumerate() {
+                let near = |j: Option<usize>| {
+                    j.and_then(|j| live.get(j))
+                        .filter(|o| o.0 == k.0)
+                        .map(|o| o.2)
+                };
+                let want = [near(i.checked_sub(1)), near(Some(i + 1))];
+                assert_eq!(idx.neighbours(k.2), want, "step {step}, point {}", k.2);
             }
         }
     }

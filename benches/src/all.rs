@@ -298,12 +298,12 @@ pub fn targets(out: &Path, stages: &[Stage]) -> Vec<Target> {
         .and_then(Value::as_f64);
     let note = match &locomo {
         Some(r) => format!(
-            "embedder {}, {} questions; hybrid with neighbour context: hit@5 {}",
+            "embedder {}, {} questions; hybrid without neighbour context: hit@5 {}",
             r["embedder"].as_str().unwrap_or("?"),
             r.pointer("/config/questions").unwrap_or(&Value::Null),
             fmt(r
-                .pointer("/results/hybrid_context/overall/hit@5")
-                .or_else(|| r.pointer("/results/hybrid_context/overall/hit_at_5"))
+                .pointer("/results/hybrid_no_context/overall/hit@5")
+                .or_else(|| r.pointer("/results/hybrid_no_context/overall/hit_at_5"))
                 .and_then(Value::as_f64))
         ),
         None => why_missing(stages, "locomo"),

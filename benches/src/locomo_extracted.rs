@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use memlog_datasets::locomo::Dataset;
-use memlog_datasets::metrics::Accumulator;
+use memlog_datasets::metrics::{Accumulator, Report};
 use memlog_engine::clock::SystemClock;
 use memlog_engine::command::{Command, NewEvent, NewMemory, Outcome};
 use memlog_engine::index::{Mode, Query};
@@ -153,8 +153,13 @@ pub fn run(opts: &LocomoOptions, llm: Option<Arc<dyn Llm>>) -> anyhow::Result<Lo
         }
     }
 
-    let mut acc = Accumulator::new();
+    // Each question, with and without neighbour context (the records before and after a
+    // hit in its namespace's time order), so the report shows what context does to facts.
     let filter = RecordFilter::default();
+    let mut accs: Vec<(&str, Option<f32>, Accumulator)> = crate::locomo::HYBRID_MODES
+        .iter()
+        .map(|(name, w)| (*name, *w, Accumulator::new()))
+        .collect();
     let mut asked = 0;
     for (si, sample) in data.samples.iter().enumerate() {
         for qa in sample
@@ -163,32 +168,37 @@ pub fn run(opts: &LocomoOptions, llm: Option<Arc<dyn Llm>>) -> anyhow::Result<Lo
             .filter(|q| (1..=4).contains(&q.category) && !q.evidence.is_empty())
         {
             let v = embedder.embed(&[qa.question.as_str()])?.remove(0);
-            let hits = engine.retrieve(&Query {
-                memory_id: &memories[si],
-                text: &qa.question,
-                vector: Some(&v),
-                top_k: opts.top_k,
-                filter: &filter,
-                mode: Mode::Hybrid,
-                as_of: None,
-                weights: None,
-                neighbor_weight: Some(0.0),
-            })?;
-            let mut ids: Vec<&str> = Vec::new();
-            for h in &hits {
-                for e in &h.record.source_event_ids {
-                    if let Some(d) = turn_of.get(e.as_str())
-                        && !ids.contains(&d.as_str())
-                    {
-                        ids.push(d);
+            for (_, weight, acc) in &mut accs {
+                let hits = engine.retrieve(&Query {
+                    memory_id: &memories[si],
+                    text: &qa.question,
+                    vector: Some(&v),
+                    top_k: opts.top_k,
+                    filter: &filter,
+                    mode: Mode::Hybrid,
+                    as_of: None,
+                    weights: None,
+                    neighbor_weight: *weight,
+                })?;
+                let mut ids: Vec<&str> = Vec::new();
+                for h in &hits {
+                    for e in &h.record.source_event_ids {
+                        if let Some(d) = turn_of.get(e.as_str())
+                            && !ids.contains(&d.as_str())
+                        {
+                            ids.push(d);
+                        }
                     }
                 }
+                acc.add(qa.category, &ids, &qa.evidence);
             }
-            acc.add(qa.category, &ids, &qa.evidence);
             asked += 1;
         }
     }
-    let report = acc.report();
+    let reports: Vec<(String, Report)> = accs
+        .into_iter()
+        .map(|(name, _, acc)| (format!("extracted_{name}"), acc.report()))
+        .collect();
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -197,27 +207,32 @@ pub fn run(opts: &LocomoOptions, llm: Option<Arc<dyn Llm>>) -> anyhow::Result<Lo
     let _ = writeln!(
         md,
         "{events} turns written as events → {records} records extracted in {extract_seconds:.1} s \
-         ({failed} failed sessions); {asked} questions, hybrid top-{}, the records' source turns \
-         scored against the evidence.\n",
+         ({failed} failed sessions); {asked} questions, hybrid top-{} (with the default \
+         neighbour context, and without), the records' source turns scored against the evidence.\n",
         opts.top_k
     );
-    let _ = writeln!(
-        md,
-        "| category | n | hit@1 | hit@5 | hit@10 | recall@10 |\n|---|---|---|---|---|---|"
-    );
-    let o = &report.overall;
-    let _ = writeln!(
-        md,
-        "| all | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-        o.n, o.hit_at_1, o.hit_at_5, o.hit_at_10, o.recall_at_10
-    );
-    for (c, s) in &report.by_category {
+    for (name, report) in &reports {
         let _ = writeln!(
             md,
-            "| {c} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            s.n, s.hit_at_1, s.hit_at_5, s.hit_at_10, s.recall_at_10
+            "## {name}\n\n| category | n | hit@1 | hit@5 | hit@10 | recall@10 |\n|---|---|---|---|---|---|"
         );
+        let o = &report.overall;
+        let _ = writeln!(
+            md,
+            "| all | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            o.n, o.hit_at_1, o.hit_at_5, o.hit_at_10, o.recall_at_10
+        );
+        for (c, s) in &report.by_category {
+            let _ = writeln!(
+                md,
+                "| {c} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                s.n, s.hit_at_1, s.hit_at_5, s.hit_at_10, s.recall_at_10
+            );
+        }
+        md.push('\n');
     }
+    let results: serde_json::Map<String, Value> =
+        reports.iter().map(|(n, r)| (n.clone(), json!(r))).collect();
     let json: Value = json!({
         "bench": "locomo-extracted",
         "dataset": opts.data,
@@ -229,12 +244,12 @@ pub fn run(opts: &LocomoOptions, llm: Option<Arc<dyn Llm>>) -> anyhow::Result<Lo
         "records": records,
         "failed_sessions": failed,
         "questions": asked,
-        "results": {"extracted_hybrid": report},
+        "results": results,
         "timings": {"extract_seconds": extract_seconds, "total_seconds": started.elapsed().as_secs_f64()},
     });
     Ok(LocomoReport {
         json,
         markdown: md,
-        results: vec![("extracted_hybrid".into(), report)],
+        results: reports,
     })
 }

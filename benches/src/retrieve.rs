@@ -156,7 +156,10 @@ pub struct SizeResult {
     pub records: usize,
     pub load_secs: f64,
     pub load_records_per_sec: f64,
+    /// The default request (hybrid, with the server's neighbour context).
     pub no_filter: Percentiles,
+    /// The same queries with `neighborWeight: 0`, interleaved with `no_filter`'s.
+    pub no_context: Percentiles,
     pub namespace_filter: Percentiles,
     pub errors: u64,
     /// This process's resident memory once the size was loaded (the server runs in it;
@@ -188,7 +191,7 @@ impl RetrieveReport {
             "# memlog bench retrieve\n\nRetrieveMemoryRecords over HTTP, {} concurrent clients, top-{}; \
              server embedder: {} (so the latency excludes the semantic model). Texts: Zipf (s = {ZIPF_S}) \
              over {VOCABULARY} words, the {} most frequent skipped.\n\n\
-             | records | load rec/s | no filter p50 / p95 / p99 ms | namespace p50 / p95 / p99 ms | queries/s | errors |\n|---|---|---|---|---|---|\n",
+             | records | load rec/s | no filter p50 / p95 / p99 ms | no filter, no context p50 / p95 / p99 ms | namespace p50 / p95 / p99 ms | queries/s | errors |\n|---|---|---|---|---|---|---|\n",
             self.options.concurrency,
             self.options.top_k,
             self.server_embedder,
@@ -196,12 +199,15 @@ impl RetrieveReport {
         );
         for r in &self.sizes {
             s += &format!(
-                "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.0} | {} |\n",
+                "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.0} | {} |\n",
                 r.records,
                 r.load_records_per_sec,
                 r.no_filter.p50_ms,
                 r.no_filter.p95_ms,
                 r.no_filter.p99_ms,
+                r.no_context.p50_ms,
+                r.no_context.p95_ms,
+                r.no_context.p99_ms,
                 r.namespace_filter.p50_ms,
                 r.namespace_filter.p95_ms,
                 r.namespace_filter.p99_ms,
@@ -320,29 +326,41 @@ async fn load(
     Ok(())
 }
 
+/// `count` queries through each of `variants` (fields added to the request body), the
+/// variants interleaved query by query, so that they are compared under the same load and
+/// noise: one percentile set per variant. Each query has its own text (the same text twice
+/// in a row would find the second one's postings and graph nodes in cache).
 async fn query_phase(
     client: &reqwest::Client,
     base: &str,
     memory: &str,
     opts: &RetrieveOptions,
     namespace: bool,
+    variants: &[Value],
     count: usize,
-) -> anyhow::Result<(Percentiles, u64)> {
+) -> anyhow::Result<(Vec<Percentiles>, u64)> {
     let url = format!("{base}/memories/{memory}/retrieve");
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
+    let nv = variants.len().max(1);
+    let variants: Arc<Vec<Value>> = Arc::new(variants.to_vec());
+    let histogram = || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3);
     let mut tasks = JoinSet::new();
     for _ in 0..opts.concurrency.max(1) {
-        let (client, url, next) = (client.clone(), url.clone(), next.clone());
+        let (client, url, next, variants) =
+            (client.clone(), url.clone(), next.clone(), variants.clone());
         let (seed, actors, top_k, skip) = (opts.seed, opts.actors, opts.top_k, opts.skip_ranks);
         tasks.spawn(async move {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut hs = (0..nv)
+                .map(|_| histogram())
+                .collect::<Result<Vec<_>, _>>()?;
             let mut errors = 0u64;
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= count {
-                    return anyhow::Ok((h, errors));
+                if i >= count * nv {
+                    return anyhow::Ok((hs, errors));
                 }
+                let v = i % nv;
                 let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(1_000_003 * i as u64));
                 let mut body = json!({
                     "searchCriteria": {"searchQuery": zipf_text(&mut rng, 6, skip), "topK": top_k}
@@ -350,23 +368,34 @@ async fn query_phase(
                 if namespace {
                     body["namespace"] = json!(format!("/actors/a{}", i % actors));
                 }
+                if let Some(Value::Object(extra)) = variants.get(v) {
+                    for (k, x) in extra {
+                        body[k] = x.clone();
+                    }
+                }
                 let t = Instant::now();
                 match post(&client, &url, &body).await {
-                    Ok(_) => h.record(t.elapsed().as_micros().max(1) as u64)?,
+                    Ok(_) => hs[v].record(t.elapsed().as_micros().max(1) as u64)?,
                     Err(_) => errors += 1,
                 }
             }
         });
     }
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut all = (0..nv)
+        .map(|_| histogram())
+        .collect::<Result<Vec<_>, _>>()?;
     let mut errors = 0;
     while let Some(r) = tasks.join_next().await {
-        let (h, e) = r??;
-        all.add(h)?;
+        let (hs, e) = r??;
+        for (a, h) in all.iter_mut().zip(hs) {
+            a.add(h)?;
+        }
         errors += e;
     }
+    // Each variant had about 1/nv of the phase's time.
+    let secs = started.elapsed().as_secs_f64() / nv as f64;
     Ok((
-        Percentiles::of(&all, started.elapsed().as_secs_f64()),
+        all.iter().map(|h| Percentiles::of(h, secs)).collect(),
         errors,
     ))
 }
@@ -407,17 +436,31 @@ pub async fn run(
             .data_dir
             .as_deref()
             .map(|d| crate::machine::dir_bytes(d) as f64 / loaded.max(1) as f64);
-        query_phase(&client, base, &memory, opts, false, opts.warmup).await?;
+        let default = [json!({})];
+        query_phase(&client, base, &memory, opts, false, &default, opts.warmup).await?;
         eprintln!("{n} records: querying…");
-        let (no_filter, e1) =
-            query_phase(&client, base, &memory, opts, false, opts.queries).await?;
-        let (namespace_filter, e2) =
-            query_phase(&client, base, &memory, opts, true, opts.queries).await?;
+        // The default request, and the same without neighbour context, interleaved.
+        let (mut plain, e1) = query_phase(
+            &client,
+            base,
+            &memory,
+            opts,
+            false,
+            &[json!({}), json!({"neighborWeight": 0})],
+            opts.queries,
+        )
+        .await?;
+        let no_context = plain.pop().context("a phase without its second variant")?;
+        let no_filter = plain.pop().context("a phase without its first variant")?;
+        let (mut ns, e2) =
+            query_phase(&client, base, &memory, opts, true, &default, opts.queries).await?;
+        let namespace_filter = ns.pop().context("a phase without its variant")?;
         sizes.push(SizeResult {
             records: n,
             load_secs,
             load_records_per_sec: n as f64 / load_secs.max(1e-9),
             no_filter,
+            no_context,
             namespace_filter,
             errors: e1 + e2,
             rss_bytes,

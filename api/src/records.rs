@@ -351,6 +351,9 @@ fn hit_out(h: &Hit) -> Value {
         details.insert("bm25Rank".into(), json!(rank));
         details.insert("bm25Score".into(), json!(score));
     }
+    if let Some(best) = h.neighbor {
+        details.insert("neighborScore".into(), json!(best));
+    }
     out.insert("scoreDetails".into(), Value::Object(details));
     Value::Object(out)
 }

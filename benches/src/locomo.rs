@@ -1252,7 +1252,7 @@ fn experiments(
         }
         drop(built);
         runs.push(json!({
-            "name": format!("{vname}: engine hybrid (tuning as configured)"),
+            "name": format!("{vname}: engine hybrid without neighbour context"),
             "variant": vname, "fusion": "engine", "overall": engine_hybrid.overall(),
             "by_category": engine_hybrid.report().by_category,
         }));

@@ -619,7 +619,7 @@ proptest! {
 }
 
 #[test]
-fn neighbours_in_time_order_share_the_score_when_asked() {
+fn neighbours_in_time_order_share_the_score() {
     let dir = TempDir::new().unwrap();
     let engine = open(&dir);
     let m = memory(&engine, "context");
@@ -696,6 +696,69 @@ fn neighbours_in_time_order_share_the_score_when_asked() {
     assert!(!live.contains(&"then we had lunch".to_owned()), "{live:?}");
     assert_eq!(live.len(), 2, "{live:?}");
     assert_eq!(texts(query(Some(0.5), Mode::Bm25, Some(now))), texts(with));
+}
+
+/// Records with one timestamp are ordered by write order, in the live index (by point) and
+/// as of an LSN (by LSN and slot): after an update moves a record to the end, the context
+/// of a point-in-time query as of now is the live one.
+#[test]
+fn as_of_now_has_the_live_context_when_timestamps_tie() {
+    let dir = TempDir::new().unwrap();
+    let engine = open(&dir);
+    let m = memory(&engine, "ties");
+    let texts = [
+        "alpha harbour",
+        "beta Aurora boat",
+        "gamma lunch",
+        "delta walk",
+    ];
+    let records = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut r = new_record(t, "/conv/1", i as u64 + 60);
+            r.timestamp = Timestamp(5_000);
+            r
+        })
+        .collect();
+    let ids = create(&engine, &m, records);
+    let out = engine
+        .execute(Command::UpdateRecords {
+            memory_id: m.clone(),
+            records: vec![RecordPatch {
+                record_id: ids[1].to_string(),
+                content: Some("beta Aurora ship".into()),
+                embedding: Some(Vector(unit(70))),
+                embed_model: "test".into(),
+                ..Default::default()
+            }],
+        })
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Records(i) if i[0].error.is_none()),
+        "{out:?}"
+    );
+    let now = last_lsn(&engine);
+    let run = |as_of| {
+        search_with(
+            &engine,
+            &m,
+            "Aurora",
+            None,
+            Mode::Bm25,
+            &RecordFilter::default(),
+            as_of,
+            Some(0.5),
+        )
+        .into_iter()
+        .map(|h| (h.record.content.clone(), h.score, h.neighbor))
+        .collect::<Vec<_>>()
+    };
+    let live = run(None);
+    // The updated record is last in write order: its only neighbour is "delta walk".
+    let texts: Vec<&str> = live.iter().map(|h| h.0.as_str()).collect();
+    assert_eq!(texts, ["beta Aurora ship", "delta walk"], "{live:?}");
+    assert_eq!(run(Some(now)), live);
 }
 
 /// The 10 records of `population` (id, seed of its vector) closest to `query`, best

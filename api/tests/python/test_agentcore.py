@@ -471,13 +471,18 @@ def test_neighbour_context(data, memory):
                                      headers={"content-type": "application/json"})
         with urllib.request.urlopen(req) as resp:
             hits = json.load(resp)["memoryRecordSummaries"]
-        return [(h["content"]["text"], h["score"]) for h in hits]
+        return [(h["content"]["text"], h["score"], h["scoreDetails"]) for h in hits]
 
     alone = retrieve(retrievalMode="bm25")
-    assert [t for t, _ in alone] == ["the boat was called Aurora"]
+    assert [t for t, _, _ in alone] == ["the boat was called Aurora"]
+    assert "neighborScore" not in alone[0][2]
     with_context = retrieve(retrievalMode="bm25", neighborWeight=0.5)
-    assert [t for t, _ in with_context][0] == "the boat was called Aurora"
-    assert sorted(t for t, _ in with_context) == sorted(turns)
+    assert [t for t, _, _ in with_context][0] == "the boat was called Aurora"
+    assert sorted(t for t, _, _ in with_context) == sorted(turns)
+    # The neighbours are there by context alone: no list's rank, the best neighbour's score.
+    for text, score, details in with_context[1:]:
+        assert "bm25Rank" not in details and details["neighborScore"] == 1.0, details
+        assert abs(score - 0.5 / 1.5) < 1e-6, score
     assert retrieve() == retrieve(neighborWeight=0.5)
     assert retrieve() != retrieve(neighborWeight=0)
     with pytest.raises(urllib.error.HTTPError) as e:

@@ -32,8 +32,11 @@
 //! namespace's int8 codes (see `NsPoints` and the `quant` module; in-process timings on the
 //! `memlog bench retrieve` store).
 //! The two ranked lists are fused by weighted reciprocal rank fusion; the score is
-//! normalised into [0, 1]. Point-in-time queries (`asOf`) score the versions that were
-//! live then exactly, from the log.
+//! normalised into [0, 1]. Hybrid queries then add neighbour context by default: each hit
+//! also scores a share of the best fused score of the records just before and after it
+//! in its first namespace's time order (per-point links kept as records come and go), and
+//! those neighbours become candidates. Point-in-time queries (`asOf`) score the versions
+//! that were live then exactly, from the log, with the same context over their timeline.
 
 pub mod bm25;
 pub mod hnsw;
@@ -172,12 +175,16 @@ pub struct Query<'a> {
 pub struct Hit {
     /// The version (without its embedding).
     pub record: Arc<Record>,
-    /// In [0, 1]; 1 = first in every list that took part.
+    /// In [0, 1]. Without neighbour context, 1 = first in every list that took part; with
+    /// it, `(own + w × neighbor) / (1 + w)`.
     pub score: f32,
     /// Rank (1-based) and cosine similarity in the vector list, if it was there.
     pub vector: Option<(usize, f32)>,
     /// Rank and BM25 score in the full-text list, if it was there.
     pub bm25: Option<(usize, f32)>,
+    /// With neighbour context: the best fused score among its neighbours (0 if none was a
+    /// hit). A record with neither `vector` nor `bm25` is here only as a neighbour.
+    pub neighbor: Option<f32>,
 }
 
 /// Counts for `/health` and tests.
@@ -661,18 +668,18 @@ fn add_neighbors(
         e.1 = e.1.max(*score);
         e.2.get_or_insert(j);
     }
-    let scored: Vec<(Option<usize>, Option<usize>, f32)> = by_id
+    let scored: Vec<(Option<usize>, Option<usize>, f32, f32)> = by_id
         .into_values()
         .map(|(hit, best, first)| {
             let own = hit.map_or(0.0, |i| hits[i].score);
             let score = ((own + weight * best) / (1.0 + weight)).clamp(0.0, 1.0);
-            (hit, first, score)
+            (hit, first, score, best)
         })
         .collect();
     let mut hits: Vec<Option<Hit>> = hits.into_iter().map(Some).collect();
     let mut out: Vec<Hit> = scored
         .into_iter()
-        .filter_map(|(hit, first, score)| {
+        .filter_map(|(hit, first, score, best)| {
             let mut h = match (hit, first) {
                 (Some(i), _) => hits[i].take()?,
                 (None, Some(j)) => Hit {
@@ -680,10 +687,12 @@ fn add_neighbors(
                     score: 0.0,
                     vector: None,
                     bm25: None,
+                    neighbor: None,
                 },
                 (None, None) => return None,
             };
             h.score = score;
+            h.neighbor = Some(best);
             Some(h)
         })
         .collect();
@@ -693,6 +702,20 @@ fn add_neighbors(
             .then_with(|| a.record.id.cmp(&b.record.id))
     });
     out
+}
+
+/// [`add_neighbors`] over the live timeline of `s`.
+fn with_live_neighbors(s: &State, q: &Query<'_>, hits: Vec<Hit>, weight: f32) -> Vec<Hit> {
+    let Some(idx) = s.memories.get(q.memory_id) else {
+        return hits;
+    };
+    add_neighbors(q.filter, hits, weight, |r| {
+        let Some(&p) = idx.by_record.get(&r.id) else {
+            return [None, None];
+        };
+        idx.neighbours(p)
+            .map(|nb| nb.and_then(|nb| idx.doc(nb)).map(|d| d.record.clone()))
+    })
 }
 
 /// [`add_neighbors`] for a point-in-time query: the timeline of the versions live then,
@@ -1304,40 +1327,42 @@ impl SearchIndex {
             Mode::Vector => (1.0, 0.0),
             Mode::Bm25 => (0.0, 1.0),
         };
-        let (vec_list, text_list): (Ranked, Ranked) = match &versions {
-            Some(vs) => self.search_versions(q, vs, n, wv > 0.0, wb > 0.0),
-            None => self.search_live(q, n, wv > 0.0, wb > 0.0)?,
-        };
         // The tuning's context weight is hybrid retrieval's default; a single-signal mode
         // gets context only when the query asks for it.
         let neighbor = q.neighbor_weight.unwrap_or(match q.mode {
             Mode::Hybrid => self.tuning.neighbor_weight,
             Mode::Vector | Mode::Bm25 => 0.0,
         });
-        let mut hits = fuse(&vec_list, &text_list, wv, wb, self.tuning.rrf_k, usize::MAX);
-        if neighbor > 0.0 {
-            hits = match &versions {
-                Some(vs) => with_past_neighbors(q.filter, vs, hits, neighbor),
-                None => self.with_live_neighbors(q, hits, neighbor),
-            };
+        if !(neighbor.is_finite() && neighbor >= 0.0) {
+            return Err(Error::invalid(format!(
+                "the neighbour weight must be a finite number ≥ 0, got {neighbor}"
+            )));
         }
+        let mut hits = match &versions {
+            Some(vs) => {
+                let (vec_list, text_list) = self.search_versions(q, vs, n, wv > 0.0, wb > 0.0);
+                let hits = fuse(&vec_list, &text_list, wv, wb, self.tuning.rrf_k, usize::MAX);
+                if neighbor > 0.0 {
+                    with_past_neighbors(q.filter, vs, hits, neighbor)
+                } else {
+                    hits
+                }
+            }
+            None => {
+                // One read of the state for the lists and the context, so that both see
+                // the same records.
+                let s = self.read_state();
+                let (vec_list, text_list) = self.search_live(&s, q, n, wv > 0.0, wb > 0.0)?;
+                let hits = fuse(&vec_list, &text_list, wv, wb, self.tuning.rrf_k, usize::MAX);
+                if neighbor > 0.0 {
+                    with_live_neighbors(&s, q, hits, neighbor)
+                } else {
+                    hits
+                }
+            }
+        };
         hits.truncate(q.top_k);
         Ok(hits)
-    }
-
-    /// [`add_neighbors`] over the live timeline.
-    fn with_live_neighbors(&self, q: &Query<'_>, hits: Vec<Hit>, weight: f32) -> Vec<Hit> {
-        let s = self.read_state();
-        let Some(idx) = s.memories.get(q.memory_id) else {
-            return hits;
-        };
-        add_neighbors(q.filter, hits, weight, |r| {
-            let Some(&p) = idx.by_record.get(&r.id) else {
-                return [None, None];
-            };
-            idx.neighbours(p)
-                .map(|nb| nb.and_then(|nb| idx.doc(nb)).map(|d| d.record.clone()))
-        })
     }
 
     /// Exact scoring of point-in-time versions.
@@ -1382,12 +1407,12 @@ impl SearchIndex {
     /// The live path: HNSW (or exact over a small candidate set) and tantivy.
     fn search_live(
         &self,
+        s: &State,
         q: &Query<'_>,
         n: usize,
         use_vec: bool,
         use_text: bool,
     ) -> Result<(Ranked, Ranked)> {
-        let s = self.read_state();
         let Some(idx) = s.memories.get(q.memory_id) else {
             return Ok((Vec::new(), Vec::new()));
         };
@@ -1553,6 +1578,7 @@ pub fn fuse(
             score: 0.0,
             vector: None,
             bm25: None,
+            neighbor: None,
         });
         h.vector = Some((rank + 1, *sim));
         h.score += wv / (k + rank as f32 + 1.0);
@@ -1563,6 +1589,7 @@ pub fn fuse(
             score: 0.0,
             vector: None,
             bm25: None,
+            neighbor: None,
         });
         h.bm25 = Some((rank + 1, *s));
         h.score += wb / (k + rank as f32 + 1.0);
@@ -1669,6 +1696,7 @@ mod tests {
             embed_model: "test".into(),
             supersedes: None,
         };
+        let mut compactions = 0;
         for step in 0..1_500 {
             match rng.usize(0..10) {
                 0..=5 => {
@@ -1689,6 +1717,8 @@ mod tests {
             if step % 50 != 49 {
                 continue;
             }
+            // Compaction renumbers the points and rebuilds the links.
+            compactions += usize::from(idx.maybe_compact());
             let mut live: Vec<(u32, u64, u32)> = ids
                 .iter()
                 .map(|id| {
@@ -1707,5 +1737,6 @@ mod tests {
                 assert_eq!(idx.neighbours(k.2), want, "step {step}, point {}", k.2);
             }
         }
+        assert!(compactions > 0, "the test should compact");
     }
 }

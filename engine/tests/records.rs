@@ -93,6 +93,39 @@ fn create(engine: &Engine, m: &MemoryId, records: Vec<NewRecord>) -> Vec<RecordI
     }
 }
 
+/// Replaces a record's content (and its vector, by seed); the update must succeed.
+fn update_content(engine: &Engine, m: &MemoryId, id: &RecordId, content: &str, seed: u64) {
+    let out = engine
+        .execute(Command::UpdateRecords {
+            memory_id: m.clone(),
+            records: vec![RecordPatch {
+                record_id: id.to_string(),
+                content: Some(content.into()),
+                embedding: Some(Vector(unit(seed))),
+                embed_model: "test".into(),
+                ..Default::default()
+            }],
+        })
+        .unwrap();
+    assert!(
+        matches!(&out, Outcome::Records(i) if i[0].error.is_none()),
+        "{out:?}"
+    );
+}
+
+/// Deletes one record.
+fn delete_one(engine: &Engine, m: &MemoryId, id: &str) {
+    engine
+        .execute(Command::DeleteRecords {
+            memory_id: m.clone(),
+            records: vec![RecordRef {
+                record_id: id.to_owned(),
+                namespace: None,
+            }],
+        })
+        .unwrap();
+}
+
 fn search(
     engine: &Engine,
     m: &MemoryId,
@@ -310,22 +343,7 @@ fn deleted_records_leave_every_index_and_as_of_sees_the_past() {
     let v1 = last_lsn(&engine);
 
     // Update the content: the record keeps its id, the text and vector change.
-    let out = engine
-        .execute(Command::UpdateRecords {
-            memory_id: m.clone(),
-            records: vec![RecordPatch {
-                record_id: id.to_string(),
-                content: Some("Carol drives a green tram".into()),
-                embedding: Some(Vector(unit(8))),
-                embed_model: "test".into(),
-                ..Default::default()
-            }],
-        })
-        .unwrap();
-    assert!(
-        matches!(&out, Outcome::Records(i) if i[0].error.is_none()),
-        "{out:?}"
-    );
+    update_content(&engine, &m, &id, "Carol drives a green tram", 8);
     let v2 = last_lsn(&engine);
     assert!(search(&engine, &m, "bicycle", None, Mode::Bm25, &none, None).is_empty());
     assert_eq!(
@@ -333,15 +351,7 @@ fn deleted_records_leave_every_index_and_as_of_sees_the_past() {
         1
     );
 
-    engine
-        .execute(Command::DeleteRecords {
-            memory_id: m.clone(),
-            records: vec![RecordRef {
-                record_id: id.to_string(),
-                namespace: None,
-            }],
-        })
-        .unwrap();
+    delete_one(&engine, &m, id.as_str());
     for mode in [Mode::Bm25, Mode::Vector, Mode::Hybrid] {
         let hits = search(&engine, &m, "Carol tram", Some(unit(8)), mode, &none, None);
         assert!(hits.is_empty(), "{mode:?} still returns a deleted record");
@@ -681,15 +691,7 @@ fn neighbours_in_time_order_share_the_score() {
     // before the lunch turn was deleted, it is a neighbour again, and not after.
     let now = last_lsn(&engine);
     assert_eq!(query(Some(0.5), Mode::Bm25, Some(now)), with);
-    engine
-        .execute(Command::DeleteRecords {
-            memory_id: m.clone(),
-            records: vec![RecordRef {
-                record_id: ids[2].to_string(),
-                namespace: None,
-            }],
-        })
-        .unwrap();
+    delete_one(&engine, &m, ids[2].as_str());
     assert!(engine.wait_indexed(Duration::from_secs(30)));
     let texts = |hits: Vec<(String, f32)>| hits.into_iter().map(|h| h.0).collect::<Vec<_>>();
     let live = texts(query(Some(0.5), Mode::Bm25, None));
@@ -722,22 +724,7 @@ fn as_of_now_has_the_live_context_when_timestamps_tie() {
         })
         .collect();
     let ids = create(&engine, &m, records);
-    let out = engine
-        .execute(Command::UpdateRecords {
-            memory_id: m.clone(),
-            records: vec![RecordPatch {
-                record_id: ids[1].to_string(),
-                content: Some("beta Aurora ship".into()),
-                embedding: Some(Vector(unit(70))),
-                embed_model: "test".into(),
-                ..Default::default()
-            }],
-        })
-        .unwrap();
-    assert!(
-        matches!(&out, Outcome::Records(i) if i[0].error.is_none()),
-        "{out:?}"
-    );
+    update_content(&engine, &m, &ids[1], "beta Aurora ship", 70);
     let now = last_lsn(&engine);
     let run = |as_of| {
         search_with(
@@ -944,15 +931,7 @@ fn a_client_token_makes_batch_create_idempotent() {
     assert!(report.identical(), "{report:?}");
     let engine = open(&dir);
     // A deleted record does not change what the token answers.
-    engine
-        .execute(Command::DeleteRecords {
-            memory_id: m.clone(),
-            records: vec![RecordRef {
-                record_id: first[0].record_id.clone().unwrap().to_string(),
-                namespace: None,
-            }],
-        })
-        .unwrap();
+    delete_one(&engine, &m, first[0].record_id.as_ref().unwrap().as_str());
     let Outcome::Records(again) = create(&engine, &m, batch(), "tok-1").unwrap() else {
         panic!()
     };

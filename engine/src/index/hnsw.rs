@@ -278,19 +278,20 @@ impl Hnsw {
             return out;
         }
         let (ep, ep_dist) = self.descend(vector, self.max_level, level);
-        let mut seeds = vec![pack(ep_dist, ep)];
+        let top = level.min(self.max_level);
         with_visited(self.len(), |visited| {
-            for l in (0..=level.min(self.max_level)).rev() {
-                let found = self.search_layer(
+            for l in (0..=top).rev() {
+                // Each layer's search starts from the results of the layer above.
+                let entry = [pack(ep_dist, ep)];
+                let seeds: &[u64] = if l == top { &entry } else { &out[l + 1] };
+                out[l] = self.search_layer(
                     vector,
-                    &seeds,
+                    seeds,
                     self.params.ef_construction,
                     l,
                     |_| true,
                     visited,
                 );
-                out[l] = found.clone();
-                seeds = found;
             }
         });
         out

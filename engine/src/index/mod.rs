@@ -1623,6 +1623,29 @@ mod tests {
         v
     }
 
+    /// A record with a random unit vector of `dim`.
+    fn record(
+        rng: &mut fastrand::Rng,
+        id: RecordId,
+        namespaces: Vec<String>,
+        timestamp: u64,
+        dim: usize,
+    ) -> Record {
+        Record {
+            id,
+            content: "x".into(),
+            namespaces,
+            strategy_id: None,
+            metadata: Default::default(),
+            timestamp: crate::types::Timestamp(timestamp),
+            created_at: crate::types::Timestamp(timestamp),
+            source_event_ids: Vec::new(),
+            embedding: crate::record::Vector(unit(rng, dim)),
+            embed_model: "test".into(),
+            supersedes: None,
+        }
+    }
+
     /// A record in two of the scanned namespaces is scored once: counted twice, it would
     /// raise the k-th lower bound and push true top-k points out before the f32 pass.
     #[test]
@@ -1636,19 +1659,8 @@ mod tests {
                 1 => vec!["/m/b".to_owned()],
                 _ => vec!["/m/c".to_owned()],
             };
-            idx.insert(&Record {
-                id: RecordId::generate(&mut rng),
-                content: format!("r{i}"),
-                namespaces,
-                strategy_id: None,
-                metadata: Default::default(),
-                timestamp: crate::types::Timestamp(i),
-                created_at: crate::types::Timestamp(i),
-                source_event_ids: Vec::new(),
-                embedding: crate::record::Vector(unit(&mut rng, dim)),
-                embed_model: "test".into(),
-                supersedes: None,
-            });
+            let id = RecordId::generate(&mut rng);
+            idx.insert(&record(&mut rng, id, namespaces, i, dim));
         }
         let filter = crate::record::NamespaceFilter::Prefix("/m/".into());
         let ids: Vec<u32> = idx
@@ -1677,24 +1689,16 @@ mod tests {
         let dim = 8;
         let mut idx = MemIndex::new(dim, &Tuning::default());
         let mut ids: Vec<RecordId> = Vec::new();
-        let record = |rng: &mut fastrand::Rng, id: RecordId| Record {
-            id,
-            content: "x".into(),
-            namespaces: match rng.usize(0..4) {
+        let random = |rng: &mut fastrand::Rng, id: RecordId| {
+            let namespaces = match rng.usize(0..4) {
                 0 => Vec::new(),
                 1 => vec!["/a".to_owned()],
                 2 => vec!["/b".to_owned(), "/a".to_owned()],
                 _ => vec!["/c".to_owned()],
-            },
-            strategy_id: None,
-            metadata: Default::default(),
+            };
             // Few distinct timestamps, so that ties (ordered by point) happen.
-            timestamp: crate::types::Timestamp(rng.u64(0..50)),
-            created_at: crate::types::Timestamp(0),
-            source_event_ids: Vec::new(),
-            embedding: crate::record::Vector(unit(rng, dim)),
-            embed_model: "test".into(),
-            supersedes: None,
+            let timestamp = rng.u64(0..50);
+            record(rng, id, namespaces, timestamp, dim)
         };
         let mut compactions = 0;
         for step in 0..1_500 {
@@ -1702,11 +1706,11 @@ mod tests {
                 0..=5 => {
                     let id = RecordId::generate(&mut rng);
                     ids.push(id.clone());
-                    idx.insert(&record(&mut rng, id));
+                    idx.insert(&random(&mut rng, id));
                 }
                 6 | 7 if !ids.is_empty() => {
                     let id = ids[rng.usize(0..ids.len())].clone();
-                    idx.insert(&record(&mut rng, id));
+                    idx.insert(&random(&mut rng, id));
                 }
                 _ if !ids.is_empty() => {
                     let id = ids.swap_remove(rng.usize(0..ids.len()));

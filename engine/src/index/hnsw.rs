@@ -10,6 +10,7 @@
 //! ```text
 //!   keys      [k0 k1 k2 ...]                       u64 per node (caller's key)
 //!   vectors   [v0 ....... | v1 ....... | ...]      dim f32 per node, row-major
+//!   codes     [c0 .. | c1 .. | ...]                dim i8 per node + scale (derived)
 //!   levels    [0 0 2 0 1 ...]                      u8 per node (top layer of the node)
 //!   deleted   [. . x . . ...]                      tombstones
 //!   layer0    [c|n n n .. (2M) | c|n n n .. | ...] 1 + 2M u32 per node: count, ids
@@ -37,6 +38,15 @@
 //!   reproducible and keeps the heaps cheap.
 //! - The visited set is a per-thread, reusable array of `u16` generation marks (an
 //!   increment per query, a clear every 65 535 queries): no `O(n)` allocation per query.
+//! - [`Hnsw::search`] walks the graph on int8 codes of the vectors (see [`super::quant`]):
+//!   a quarter of the bytes per visited node, which is what a walk over 100k points
+//!   waits on (their `f32` rows are 150 MB, far beyond the cache). The `ef` points it
+//!   finds are then rescored in `f32`, only those whose approximate score plus its error
+//!   bound reaches the `k`-th best lower bound, so the similarities returned are exact
+//!   and the order is the `f32` order. Insertion walks in `f32`: the graph is built from
+//!   exact distances. Measured (`memlog bench ann`, one thread): the same recall@10 as an
+//!   `f32` walk at every ef, at 1.0–1.2 × its QPS on 100k vectors; in-process vector
+//!   retrieval at 100k records 0.25–0.28 ms against 0.33–0.35.
 //! - Deleted points are tombstones: they stay in the graph, are traversed, and are never
 //!   returned; the same holds for points a search filter rejects, so neither disconnects the
 //!   graph. [`Hnsw::compacted`] rebuilds without them.
@@ -56,12 +66,15 @@
 //! Little-endian: magic `MEMLHNSW`, version `u32`, params, dim, count, entry point, keys,
 //! levels, tombstones, vectors, layer-0 lists, upper-layer lists, then a 64-bit checksum of
 //! every byte before it (FNV-1a over 64-bit words, see [`Checksum`]). [`Hnsw::read_from`]
-//! verifies the checksum and the structure of the graph before returning it.
+//! verifies the checksum and the structure of the graph before returning it. The codes are
+//! not stored: [`Hnsw::read_from`] encodes them again from the vectors.
 
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
+
+use super::quant::{Codes, QueryCode};
 
 /// The highest layer a node can be drawn on.
 const MAX_LEVEL: usize = 16;
@@ -103,6 +116,9 @@ pub struct Hnsw {
     m0: usize,
     keys: Vec<u64>,
     vectors: Vec<f32>,
+    /// Int8 codes of `vectors`, row per node: what [`Hnsw::search`] walks the graph on
+    /// (derived, never serialised).
+    codes: Codes,
     levels: Vec<u8>,
     deleted: Vec<bool>,
     n_deleted: usize,
@@ -130,6 +146,7 @@ impl Hnsw {
             m0: 2 * m,
             keys: Vec::new(),
             vectors: Vec::new(),
+            codes: Codes::new(dim),
             levels: Vec::new(),
             deleted: Vec::new(),
             n_deleted: 0,
@@ -277,7 +294,8 @@ impl Hnsw {
         if self.entry == NONE {
             return out;
         }
-        let (ep, ep_dist) = self.descend(vector, self.max_level, level);
+        let space = Exact { h: self, q: vector };
+        let (ep, ep_dist) = self.descend(&space, self.max_level, level);
         let top = level.min(self.max_level);
         with_visited(self.len(), |visited| {
             for l in (0..=top).rev() {
@@ -285,7 +303,7 @@ impl Hnsw {
                 let entry = [pack(ep_dist, ep)];
                 let seeds: &[u64] = if l == top { &entry } else { &out[l + 1] };
                 out[l] = self.search_layer(
-                    vector,
+                    &space,
                     seeds,
                     self.params.ef_construction,
                     l,
@@ -303,6 +321,7 @@ impl Hnsw {
         let id = self.keys.len() as u32;
         self.keys.push(key);
         self.vectors.extend_from_slice(vector);
+        self.codes.push(vector);
         self.levels.push(level as u8);
         self.deleted.push(false);
         self.layer0.resize(self.layer0.len() + 1 + self.m0, 0);
@@ -381,12 +400,18 @@ impl Hnsw {
             return Vec::new();
         }
         let ef = ef.max(k);
-        let (ep, ep_dist) = self.descend(query, self.max_level, 0);
+        // Walk the graph on the int8 codes (a quarter of the bytes per visited node), then
+        // rescore what the walk found in f32 and keep the best `k`.
+        let space = Coded {
+            codes: &self.codes,
+            q: Codes::query(query),
+        };
+        let (ep, ep_dist) = self.descend(&space, self.max_level, 0);
         let seeds = [pack(ep_dist, ep)];
         let found = with_visited(self.len(), |visited| match (filter, self.n_deleted) {
-            (None, 0) => self.search_layer(query, &seeds, ef, 0, |_| true, visited),
+            (None, 0) => self.search_layer(&space, &seeds, ef, 0, |_| true, visited),
             (None, _) => self.search_layer(
-                query,
+                &space,
                 &seeds,
                 ef,
                 0,
@@ -394,7 +419,7 @@ impl Hnsw {
                 visited,
             ),
             (Some(f), _) => self.search_layer(
-                query,
+                &space,
                 &seeds,
                 ef,
                 0,
@@ -402,8 +427,38 @@ impl Hnsw {
                 visited,
             ),
         });
-        found
-            .into_iter()
+        self.rescore(query, &space.q, k, &found)
+    }
+
+    /// The best `k` of `found` (packed approximate distances from the codes) by exact
+    /// `f32` similarity, as `(id, similarity)`. Only the points whose approximate score
+    /// plus its error bound reaches the `k`-th best lower bound can be among them, so only
+    /// those are read in `f32`.
+    fn rescore(&self, query: &[f32], qc: &QueryCode, k: usize, found: &[u64]) -> Vec<(u32, f32)> {
+        let scored: Vec<(u32, f32, f32)> = found
+            .iter()
+            .map(|&p| {
+                let (id, approx) = (p as u32, -unpack_dist(p));
+                (id, approx, self.codes.bound(qc, id as usize, approx))
+            })
+            .collect();
+        let ids: Vec<u32> = match k.min(scored.len()).checked_sub(1) {
+            None => return Vec::new(),
+            Some(kth) => {
+                let mut lows: Vec<f32> = scored.iter().map(|(_, a, b)| a - b).collect();
+                let floor = *lows.select_nth_unstable_by(kth, |x, y| y.total_cmp(x)).1;
+                scored
+                    .into_iter()
+                    .filter(|(_, a, b)| a + b >= floor)
+                    .map(|(id, _, _)| id)
+                    .collect()
+            }
+        };
+        let exact = Exact { h: self, q: query };
+        touch(&exact, &ids);
+        let mut best: Vec<u64> = ids.iter().map(|&id| pack(exact.dist(id), id)).collect();
+        best.sort_unstable();
+        best.into_iter()
             .take(k)
             .map(|p| (p as u32, -unpack_dist(p)))
             .collect()
@@ -630,6 +685,10 @@ impl Hnsw {
         if !entry_ok {
             return Err(invalid("bad entry point".into()));
         }
+        let mut codes = Codes::new(dim);
+        if dim > 0 {
+            vectors.chunks_exact(dim).for_each(|v| codes.push(v));
+        }
         Ok(Hnsw {
             dim,
             params: Params {
@@ -640,6 +699,7 @@ impl Hnsw {
             m0,
             keys,
             vectors,
+            codes,
             levels,
             deleted: deleted.into_iter().map(|d| d == 1).collect(),
             n_deleted,
@@ -688,14 +748,14 @@ impl Hnsw {
 
     /// Greedy (ef = 1) descent from the entry point through layers `from..=above+1`;
     /// returns the closest node found and its distance.
-    fn descend(&self, q: &[f32], from: usize, above: usize) -> (u32, f32) {
+    fn descend(&self, space: &impl Space, from: usize, above: usize) -> (u32, f32) {
         let mut cur = self.entry;
-        let mut cur_dist = self.dist(q, cur);
+        let mut cur_dist = space.dist(cur);
         for level in (above + 1..=from).rev() {
             loop {
                 let mut moved = false;
                 for &nb in self.neighbours(cur, level) {
-                    let d = self.dist(q, nb);
+                    let d = space.dist(nb);
                     if d < cur_dist {
                         cur = nb;
                         cur_dist = d;
@@ -716,7 +776,7 @@ impl Hnsw {
     #[inline]
     fn search_layer(
         &self,
-        q: &[f32],
+        space: &impl Space,
         seeds: &[u64],
         ef: usize,
         level: usize,
@@ -756,19 +816,9 @@ impl Hnsw {
                     .copied()
                     .filter(|&nb| visited.insert(nb)),
             );
-            // Touch the first cache line of each of their vectors before computing any
-            // distance, so the cache misses overlap: a safe stand-in for hnswlib's
-            // `_mm_prefetch` (the hardware prefetcher follows on with the rest).
-            let mut touch = 0u32;
+            touch(space, &fresh);
             for &nb in &fresh {
-                touch ^= self
-                    .vectors
-                    .get(nb as usize * self.dim)
-                    .map_or(0, |x| x.to_bits());
-            }
-            std::hint::black_box(touch);
-            for &nb in &fresh {
-                let p = pack(self.dist(q, nb), nb);
+                let p = pack(space.dist(nb), nb);
                 if p < worst {
                     cand.push(Reverse(p));
                     if accept(nb) {
@@ -974,6 +1024,63 @@ fn unpack_dist(p: u64) -> f32 {
     } else {
         !ord
     })
+}
+
+/// What a graph walk measures distances in.
+trait Space {
+    /// Distance of the query to node `id`: smaller is closer.
+    fn dist(&self, id: u32) -> f32;
+    /// Reads the first byte of `id`'s row, to start its cache miss early.
+    fn first_bits(&self, id: u32) -> u32;
+}
+
+/// Exact `f32` distances: `-dot`.
+struct Exact<'a> {
+    h: &'a Hnsw,
+    q: &'a [f32],
+}
+
+impl Space for Exact<'_> {
+    #[inline(always)]
+    fn dist(&self, id: u32) -> f32 {
+        self.h.dist(self.q, id)
+    }
+
+    #[inline(always)]
+    fn first_bits(&self, id: u32) -> u32 {
+        let i = id as usize * self.h.dim;
+        self.h.vectors.get(i).map_or(0, |x| x.to_bits())
+    }
+}
+
+/// Approximate distances from the int8 codes: `-q̂·v̂` (see [`super::quant`]).
+struct Coded<'a> {
+    codes: &'a Codes,
+    q: QueryCode,
+}
+
+impl Space for Coded<'_> {
+    #[inline(always)]
+    fn dist(&self, id: u32) -> f32 {
+        -self.codes.score(&self.q, id as usize)
+    }
+
+    #[inline(always)]
+    fn first_bits(&self, id: u32) -> u32 {
+        self.codes.first(id as usize) as u32
+    }
+}
+
+/// Touches the first cache line of each of `ids`' rows before any distance is computed,
+/// so their cache misses overlap: a safe stand-in for hnswlib's `_mm_prefetch` (the
+/// hardware prefetcher follows on with the rest).
+#[inline(always)]
+fn touch(space: &impl Space, ids: &[u32]) {
+    let mut bits = 0u32;
+    for &id in ids {
+        bits ^= space.first_bits(id);
+    }
+    std::hint::black_box(bits);
 }
 
 /// The layer of a new node: `floor(-ln(u) / ln(m))` with `u` in (0, 1) from a hash of
@@ -1327,6 +1434,42 @@ mod tests {
         assert!(got.windows(2).all(|w| w[0].1 >= w[1].1));
         for &(id, s) in &got {
             assert_eq!(s, dot(q, h.vector(id)));
+        }
+    }
+
+    /// The search walks the int8 codes and rescores in f32 only the candidates whose
+    /// error bound lets them reach the top `k`: that must give exactly what an f32 scan of
+    /// the same candidates gives, near-ties (points a hair apart) included.
+    #[test]
+    fn rescore_equals_an_exact_scan_of_the_candidates() {
+        let mut rng = Rng(5);
+        let base = clustered(100, DIM, 9);
+        let mut h = Hnsw::new(DIM, test_params());
+        for (i, p) in base.iter().enumerate() {
+            for copy in 0..3u64 {
+                let mut v: Vec<f32> = p.iter().map(|x| x + 1e-4 * rng.gauss()).collect();
+                normalise(&mut v);
+                h.insert(10 * i as u64 + copy, &v);
+            }
+        }
+        for q in clustered(30, DIM, 10) {
+            let qc = Codes::query(&q);
+            let mut ids: Vec<u32> = (0..h.len() as u32)
+                .filter(|_| rng.uniform() < 0.5)
+                .collect();
+            ids.dedup();
+            let mut found: Vec<u64> = ids
+                .iter()
+                .map(|&id| pack(-h.codes.score(&qc, id as usize), id))
+                .collect();
+            found.sort_unstable();
+            for k in [1, 5, 10, 40, 1000] {
+                assert_eq!(
+                    h.rescore(&q, &qc, k, &found),
+                    h.exact(&q, k, Some(&ids)),
+                    "k {k}"
+                );
+            }
         }
     }
 

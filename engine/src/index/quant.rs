@@ -1,4 +1,6 @@
-//! Int8 scalar codes of the index's vectors, for scans that read many vectors once.
+//! Int8 scalar codes of the index's vectors, for scans that read many vectors once and for
+//! the HNSW graph walk (which [`super::hnsw::Hnsw::search`] makes on codes, then rescores
+//! in `f32` with the bound below).
 //!
 //! An exact search over a filter's candidates (say the 10k records of one namespace in a
 //! memory of 100k) reads every candidate's vector from memory: 1,536 bytes each in `f32`,
@@ -19,10 +21,11 @@
 //! reaches the k-th best lower bound: the result is the same as a full `f32` scan (see
 //! [`super::hnsw::Hnsw::refine`]). For 384-d MiniLM vectors `‖e‖` is about 0.01.
 //!
-//! The codes live with each namespace's list of points ([`super::NsPoints`]), in that
-//! list's order, so a namespace-filtered scan reads one contiguous block: scattered rows
-//! (one per 4 KB page when a namespace holds a tenth of a memory) cost a TLB miss and a
-//! memory latency each, about 80 ns, while a sequential scan streams.
+//! The graph keeps one row per node. The namespace scans keep their own copy, with each
+//! namespace's list of points ([`super::NsPoints`]) and in that list's order, so a
+//! namespace-filtered scan reads one contiguous block: scattered rows (one per 4 KB page
+//! when a namespace holds a tenth of a memory) cost a TLB miss and a memory latency each,
+//! about 80 ns, while a sequential scan streams.
 
 /// Codes, one row of `dim` bytes per vector, in insertion order.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -134,6 +137,20 @@ impl Codes {
         QueryCode { code, meta }
     }
 
+    /// The first code byte of `row` (to touch its cache line ahead of a scan), or 0.
+    #[inline(always)]
+    pub fn first(&self, row: usize) -> i8 {
+        self.codes.get(row * self.dim).copied().unwrap_or(0)
+    }
+
+    /// The approximate dot product of the query with the vector of `row`, without the
+    /// bound (graph walks only compare these).
+    #[inline(always)]
+    pub fn score(&self, q: &QueryCode, row: usize) -> f32 {
+        let i = row * self.dim;
+        dot_i8(&q.code, &self.codes[i..i + self.dim]) as f32 * (q.meta[0] * self.meta[row][0])
+    }
+
     /// The approximate dot product of the query with the vector of `row`, and a bound on
     /// its error.
     #[inline]
@@ -141,12 +158,24 @@ impl Codes {
         let i = row * self.dim;
         let c = &self.codes[i..i + self.dim];
         let [s, norm, err] = self.meta[row];
-        let [qs, qnorm, qerr] = q.meta;
-        let approx = dot_i8(&q.code, c) as f32 * (qs * s);
-        let bound = qnorm * err + qerr * norm + qerr * err;
-        // The products above round too; a relative 1e-5 of the scale covers them.
-        (approx, bound + 1e-5 * (1.0 + approx.abs()))
+        let approx = dot_i8(&q.code, c) as f32 * (q.meta[0] * s);
+        (approx, bound(q.meta, [s, norm, err], approx))
     }
+
+    /// The bound on the error of `approx`, the approximate score ([`Codes::score`]) of
+    /// the query with `row`.
+    #[inline]
+    pub fn bound(&self, q: &QueryCode, row: usize, approx: f32) -> f32 {
+        bound(q.meta, self.meta[row], approx)
+    }
+}
+
+/// `|q·v − approx| ≤` this, from the query's and the vector's `[s, ‖v̂‖, ‖e‖]`.
+#[inline(always)]
+fn bound([_, qnorm, qerr]: [f32; 3], [_, norm, err]: [f32; 3], approx: f32) -> f32 {
+    let bound = qnorm * err + qerr * norm + qerr * err;
+    // The products round too; a relative 1e-5 of the scale covers them.
+    bound + 1e-5 * (1.0 + approx.abs())
 }
 
 /// `Σ a_i b_i` in `i32` (exact: at most 127² × dim).

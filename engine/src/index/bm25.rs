@@ -546,6 +546,7 @@ impl Bm25 {
             filter,
             ns_terms,
             ns_field: self.fields.ns,
+            best: Mutex::new(Vec::with_capacity(2 * k.min(1024))),
         };
         let stats = GroupStats {
             searcher: &searcher,
@@ -702,6 +703,31 @@ struct TopKeys<'a> {
     /// [`NsScope::Collected`]: only documents holding one of these terms are collected.
     ns_terms: Option<Vec<Term>>,
     ns_field: Field,
+    /// The best `k` scores collected from the segments searched so far, best first. Their
+    /// `k`-th is where the next segment's pruning starts: scores are comparable across
+    /// segments (the statistics are the searcher's), so a document below it cannot make
+    /// the top `k`. Without it, block-max WAND starts every segment from nothing.
+    best: Mutex<Vec<Score>>,
+}
+
+impl TopKeys<'_> {
+    /// The threshold a segment's pruning starts from: just below the `k`-th best score so
+    /// far, so that a tie can still win on its smaller key.
+    fn floor(&self) -> Score {
+        let best = self.best.lock().unwrap_or_else(|p| p.into_inner());
+        match best.get(self.k.saturating_sub(1)) {
+            Some(&kth) if self.k > 0 => next_down(kth),
+            _ => Score::NEG_INFINITY,
+        }
+    }
+
+    /// Adds a segment's collected hits to the best scores.
+    fn record(&self, hits: &[Hit]) {
+        let mut best = self.best.lock().unwrap_or_else(|p| p.into_inner());
+        best.extend(hits.iter().map(|h| h.score));
+        best.sort_unstable_by(|a, b| b.total_cmp(a));
+        best.truncate(self.k);
+    }
 }
 
 /// How [`Bm25::search_scoped`] keeps to the given namespaces.
@@ -828,15 +854,18 @@ impl Collector for TopKeys<'_> {
                 Some(bits)
             }
         };
-        weight.for_each_pruning(Score::NEG_INFINITY, reader, &mut |doc, score| {
+        let floor = self.floor();
+        weight.for_each_pruning(floor, reader, &mut |doc, score| {
             if alive.is_none_or(|a| a.is_alive(doc))
                 && scope.as_ref().is_none_or(|s| s.contains(doc))
             {
                 top.push(doc, score, self.filter);
             }
-            top.threshold()
+            top.threshold().max(floor)
         })?;
-        Ok(top.harvest())
+        let hits = top.harvest();
+        self.record(&hits);
+        Ok(hits)
     }
 }
 
@@ -981,9 +1010,9 @@ mod tests {
         assert!(Bm25::analyze("").is_empty());
     }
 
-    #[test]
-    fn scores_match_naive_bm25_across_segments() {
-        let mut rng = Rng(7);
+    /// 150 random documents in three groups, committed in three segments; returns the
+    /// index and the analyzed corpus `(key, group, tokens)`.
+    fn three_segments(rng: &mut Rng) -> (Bm25, Vec<(u64, String, Vec<String>)>) {
         let index = Bm25::in_memory().unwrap();
         let mut corpus = Vec::new();
         for key in 0..150u64 {
@@ -1000,6 +1029,13 @@ mod tests {
             }
         }
         assert!(index.num_segments() > 1, "the test should span segments");
+        (index, corpus)
+    }
+
+    #[test]
+    fn scores_match_naive_bm25_across_segments() {
+        let mut rng = Rng(7);
+        let (index, corpus) = three_segments(&mut rng);
         for _ in 0..30 {
             let query = rng.words(4);
             for group in ["g0", "g1", "g2"] {
@@ -1011,6 +1047,41 @@ mod tests {
                 }
                 for (key, score) in got {
                     assert_close(score.into(), want[&key], &format!("{query:?} key {key}"));
+                }
+            }
+        }
+    }
+
+    /// A small `k` prunes each segment from the best scores of the segments before it; the
+    /// top `k` must still be the naive top `k`, with and without a filter (whose rejected
+    /// documents must not raise the floor).
+    #[test]
+    fn top_k_across_segments_is_the_naive_top_k() {
+        let mut rng = Rng(11);
+        let (index, corpus) = three_segments(&mut rng);
+        let odd = |key: u64| key % 2 == 1;
+        for _ in 0..40 {
+            let query = rng.words(3);
+            for group in ["g0", "g1", "g2"] {
+                let all = naive(&corpus, group, &query);
+                for filtered in [false, true] {
+                    let mut want: Vec<(u64, f64)> = all
+                        .iter()
+                        .filter(|(k, _)| !filtered || odd(**k))
+                        .map(|(k, s)| (*k, *s))
+                        .collect();
+                    want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    for k in [1, 3, 5] {
+                        let filter: Option<&(dyn Fn(u64) -> bool + Sync)> =
+                            if filtered { Some(&odd) } else { None };
+                        let got = index.search(group, &query, k, filter).unwrap();
+                        let what = format!("{query:?} in {group}, k {k}, filtered {filtered}");
+                        assert_eq!(got.len(), k.min(want.len()), "{what}");
+                        for ((key, score), (_, best)) in got.iter().zip(&want) {
+                            assert!(!filtered || odd(*key), "{what}");
+                            assert_close(f64::from(*score), *best, &what);
+                        }
+                    }
                 }
             }
         }

@@ -530,8 +530,8 @@ pub async fn retrieve(
     let text = c.search_query;
     let engine = state.engine.clone();
     let embedder = state.embedder.clone();
-    // Embedding and search in one blocking task: one thread hand-off per query, not two.
-    let hits = tokio::task::spawn_blocking(move || {
+    // Embedding and search in one blocking call, on this worker (see `routes::blocking`).
+    let hits = crate::routes::blocking(move || {
         let vector = if mode == Mode::Bm25 {
             None
         } else {
@@ -554,8 +554,7 @@ pub async fn retrieve(
             neighbor_weight,
         })
     })
-    .await
-    .map_err(|e| ApiError::Service(format!("retrieval task failed: {e}")))??;
+    .await??;
     Ok(Json(json!({
         "memoryRecordSummaries": hits.iter().map(hit_out).collect::<Vec<_>>()
     })))

@@ -442,18 +442,7 @@ impl Hnsw {
                 (id, approx, self.codes.bound(qc, id as usize, approx))
             })
             .collect();
-        let ids: Vec<u32> = match k.min(scored.len()).checked_sub(1) {
-            None => return Vec::new(),
-            Some(kth) => {
-                let mut lows: Vec<f32> = scored.iter().map(|(_, a, b)| a - b).collect();
-                let floor = *lows.select_nth_unstable_by(kth, |x, y| y.total_cmp(x)).1;
-                scored
-                    .into_iter()
-                    .filter(|(_, a, b)| a + b >= floor)
-                    .map(|(id, _, _)| id)
-                    .collect()
-            }
-        };
+        let ids = within_reach(scored, k);
         let exact = Exact { h: self, q: query };
         touch(&exact, &ids);
         let mut best: Vec<u64> = ids.iter().map(|&id| pack(exact.dist(id), id)).collect();
@@ -520,15 +509,7 @@ impl Hnsw {
         if k == 0 || scored.is_empty() {
             return Vec::new();
         }
-        let mut lows: Vec<f32> = scored.iter().map(|(_, a, b)| a - b).collect();
-        let kth = k.min(lows.len()) - 1;
-        let floor = *lows.select_nth_unstable_by(kth, |x, y| y.total_cmp(x)).1;
-        let keep: Vec<u32> = scored
-            .into_iter()
-            .filter(|(_, a, b)| a + b >= floor)
-            .map(|(id, _, _)| id)
-            .collect();
-        self.exact(query, k, Some(&keep))
+        self.exact(query, k, Some(&within_reach(scored, k)))
     }
 
     /// A new index holding only the live points, inserted in their original order with the
@@ -1024,6 +1005,22 @@ fn unpack_dist(p: u64) -> f32 {
     } else {
         !ord
     })
+}
+
+/// The ids of `scored` (`(id, approx, bound)` with `|dot − approx| ≤ bound`) whose upper
+/// bound reaches the `k`-th best lower bound: every one of the true top `k` is among them.
+/// Empty when `k` or `scored` is.
+fn within_reach(scored: Vec<(u32, f32, f32)>, k: usize) -> Vec<u32> {
+    let Some(kth) = k.min(scored.len()).checked_sub(1) else {
+        return Vec::new();
+    };
+    let mut lows: Vec<f32> = scored.iter().map(|(_, a, b)| a - b).collect();
+    let floor = *lows.select_nth_unstable_by(kth, |x, y| y.total_cmp(x)).1;
+    scored
+        .into_iter()
+        .filter(|(_, a, b)| a + b >= floor)
+        .map(|(id, _, _)| id)
+        .collect()
 }
 
 /// What a graph walk measures distances in.

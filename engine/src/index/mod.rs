@@ -187,6 +187,28 @@ pub struct Hit {
     pub neighbor: Option<f32>,
 }
 
+impl Hit {
+    /// `record` with a score of 0 and no signal yet.
+    fn bare(record: Arc<Record>) -> Hit {
+        Hit {
+            record,
+            score: 0.0,
+            vector: None,
+            bm25: None,
+            neighbor: None,
+        }
+    }
+}
+
+/// Best score first, ties to the lower record id.
+fn sort_best_first(hits: &mut [Hit]) {
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.record.id.cmp(&b.record.id))
+    });
+}
+
 /// Counts for `/health` and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -269,21 +291,18 @@ impl NsPoints {
         }
     }
 
-    fn add(&mut self, p: u32, vector: &[f32]) {
+    /// Adds point `p`, copying its code from the graph's (`graph`, one row per point).
+    fn add(&mut self, p: u32, graph: &quant::Codes) {
         // Points are attached in increasing id order; anything else is placed in order.
-        match self.points.last() {
+        let at = match self.points.last() {
             Some(&last) if last >= p => match self.points.binary_search(&p) {
                 Ok(_) => return,
-                Err(at) => {
-                    self.points.insert(at, p);
-                    self.codes.insert(at, vector);
-                }
+                Err(at) => at,
             },
-            _ => {
-                self.points.push(p);
-                self.codes.push(vector);
-            }
-        }
+            _ => self.points.len(),
+        };
+        self.points.insert(at, p);
+        self.codes.insert_row(at, graph, p as usize);
         self.live += 1;
     }
 
@@ -352,14 +371,11 @@ impl MemIndex {
     /// Makes `record` the live document of point `p`: every derived map learns it.
     fn attach(&mut self, p: u32, record: Arc<Record>) {
         let mut ids = Vec::with_capacity(record.namespaces.len());
-        // Copied only for a record with namespaces (their lists keep its int8 code).
-        let vector = if record.namespaces.is_empty() {
-            Vec::new()
-        } else {
-            self.hnsw.vector(p).to_vec()
-        };
         for ns in &record.namespaces {
-            let id = self.add_ns(ns, p, &vector);
+            let id = self.ns_id(ns);
+            // Each namespace's list keeps a copy of the point's int8 code (encoded once,
+            // by the graph).
+            self.ns_points[id as usize].add(p, self.hnsw.codes());
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -457,9 +473,9 @@ impl MemIndex {
         Some(self.hnsw.refine(q, n, scored))
     }
 
-    /// Adds live point `p` to namespace `ns`; returns the namespace's id.
-    fn add_ns(&mut self, ns: &str, p: u32, vector: &[f32]) -> u32 {
-        let id = match self.ns_ids.get(ns) {
+    /// The id of namespace `ns`, given one (with an empty list of points) if it is new.
+    fn ns_id(&mut self, ns: &str) -> u32 {
+        match self.ns_ids.get(ns) {
             Some(&id) => id,
             None => {
                 let id = self.ns_ids.len() as u32;
@@ -467,9 +483,7 @@ impl MemIndex {
                 self.ns_points.push(NsPoints::new(self.hnsw.dim()));
                 id
             }
-        };
-        self.ns_points[id as usize].add(p, vector);
-        id
+        }
     }
 
     /// Takes point `p` (whose document is already gone) out of namespace `ns`.
@@ -682,13 +696,7 @@ fn add_neighbors(
         .filter_map(|(hit, first, score, best)| {
             let mut h = match (hit, first) {
                 (Some(i), _) => hits[i].take()?,
-                (None, Some(j)) => Hit {
-                    record: nbs[j].1.clone(),
-                    score: 0.0,
-                    vector: None,
-                    bm25: None,
-                    neighbor: None,
-                },
+                (None, Some(j)) => Hit::bare(nbs[j].1.clone()),
                 (None, None) => return None,
             };
             h.score = score;
@@ -696,11 +704,7 @@ fn add_neighbors(
             Some(h)
         })
         .collect();
-    out.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.record.id.cmp(&b.record.id))
-    });
+    sort_best_first(&mut out);
     out
 }
 
@@ -1573,24 +1577,12 @@ pub fn fuse(
 ) -> Vec<Hit> {
     let mut by_id: HashMap<&RecordId, Hit> = HashMap::new();
     for (rank, (r, sim)) in vec_list.iter().enumerate() {
-        let h = by_id.entry(&r.id).or_insert_with(|| Hit {
-            record: r.clone(),
-            score: 0.0,
-            vector: None,
-            bm25: None,
-            neighbor: None,
-        });
+        let h = by_id.entry(&r.id).or_insert_with(|| Hit::bare(r.clone()));
         h.vector = Some((rank + 1, *sim));
         h.score += wv / (k + rank as f32 + 1.0);
     }
     for (rank, (r, s)) in text_list.iter().enumerate() {
-        let h = by_id.entry(&r.id).or_insert_with(|| Hit {
-            record: r.clone(),
-            score: 0.0,
-            vector: None,
-            bm25: None,
-            neighbor: None,
-        });
+        let h = by_id.entry(&r.id).or_insert_with(|| Hit::bare(r.clone()));
         h.bm25 = Some((rank + 1, *s));
         h.score += wb / (k + rank as f32 + 1.0);
     }
@@ -1603,11 +1595,7 @@ pub fn fuse(
             0.0
         };
     }
-    hits.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.record.id.cmp(&b.record.id))
-    });
+    sort_best_first(&mut hits);
     hits.truncate(top_k);
     hits
 }

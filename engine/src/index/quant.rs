@@ -105,13 +105,14 @@ impl Codes {
         self.meta.push(meta);
     }
 
-    /// Inserts the code of `v` at row `at` (rows after it move up).
-    pub fn insert(&mut self, at: usize, v: &[f32]) {
-        let mut code = Vec::with_capacity(self.dim);
-        let meta = encode(v, &mut code);
-        let i = at * self.dim;
-        self.codes.splice(i..i, code);
-        self.meta.insert(at, meta);
+    /// Inserts row `row` of `from` (same `dim`) at row `at`, rows after it moving up: a
+    /// copy, not an encoding.
+    pub fn insert_row(&mut self, at: usize, from: &Codes, row: usize) {
+        debug_assert_eq!(self.dim, from.dim);
+        let (i, j) = (at * self.dim, row * from.dim);
+        self.codes
+            .splice(i..i, from.codes[j..j + from.dim].iter().copied());
+        self.meta.insert(at, from.meta[row]);
     }
 
     /// Keeps the rows for which `keep(row)` holds.
@@ -155,27 +156,19 @@ impl Codes {
     /// its error.
     #[inline]
     pub fn approx(&self, q: &QueryCode, row: usize) -> (f32, f32) {
-        let i = row * self.dim;
-        let c = &self.codes[i..i + self.dim];
-        let [s, norm, err] = self.meta[row];
-        let approx = dot_i8(&q.code, c) as f32 * (q.meta[0] * s);
-        (approx, bound(q.meta, [s, norm, err], approx))
+        let approx = self.score(q, row);
+        (approx, self.bound(q, row, approx))
     }
 
     /// The bound on the error of `approx`, the approximate score ([`Codes::score`]) of
     /// the query with `row`.
     #[inline]
     pub fn bound(&self, q: &QueryCode, row: usize, approx: f32) -> f32 {
-        bound(q.meta, self.meta[row], approx)
+        let ([_, qnorm, qerr], [_, norm, err]) = (q.meta, self.meta[row]);
+        let bound = qnorm * err + qerr * norm + qerr * err;
+        // The products round too; a relative 1e-5 of the scale covers them.
+        bound + 1e-5 * (1.0 + approx.abs())
     }
-}
-
-/// `|q·v − approx| ≤` this, from the query's and the vector's `[s, ‖v̂‖, ‖e‖]`.
-#[inline(always)]
-fn bound([_, qnorm, qerr]: [f32; 3], [_, norm, err]: [f32; 3], approx: f32) -> f32 {
-    let bound = qnorm * err + qerr * norm + qerr * err;
-    // The products round too; a relative 1e-5 of the scale covers them.
-    bound + 1e-5 * (1.0 + approx.abs())
 }
 
 /// `Σ a_i b_i` in `i32` (exact: at most 127² × dim).

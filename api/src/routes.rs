@@ -99,7 +99,7 @@ pub(crate) async fn read<T: Send + 'static>(
 /// tasks to another thread, so none of them waits behind the call. Against a hand-off to
 /// the blocking pool, the call runs where the request's data is already in cache and the
 /// answer needs no thread wake-up: REST retrieval at 100k records went from p50 1.07 ms
-/// to 0.81–0.84 (2 clients on 2 cores, `memlog bench retrieve`). A current-thread runtime
+/// to 0.79–0.84 (2 clients on 2 cores, `memlog bench retrieve`). A current-thread runtime
 /// (some tests run one) cannot lend its only thread, so there the call goes to the pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,

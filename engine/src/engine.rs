@@ -238,14 +238,7 @@ impl Engine {
     /// RetrieveMemoryRecords: hybrid (or single-signal) search over the live records of
     /// a memory, or over the versions live at `query.as_of`.
     pub fn retrieve(&self, query: &Query<'_>) -> Result<Vec<Hit>> {
-        query.filter.validate()?;
-        if query.top_k > crate::record::limits::MAX_TOP_K {
-            return Err(Error::invalid(format!(
-                "topK must be at most {}, got {}",
-                crate::record::limits::MAX_TOP_K,
-                query.top_k
-            )));
-        }
+        validate_query(query)?;
         let reader = self.reader()?;
         reader.get_memory(query.memory_id)?;
         let versions = match query.as_of {
@@ -254,6 +247,19 @@ impl Engine {
         };
         drop(reader);
         self.inner.index.search(query, versions)
+    }
+
+    /// [`Engine::retrieve`] for a caller that must not wait, such as an async worker:
+    /// `Ok(None)` when answering would wait, because the query is point-in-time (it reads
+    /// the log) or because the indexer is applying new entries at this moment. The caller
+    /// then runs `retrieve` where blocking is allowed. Otherwise the same answer.
+    pub fn try_retrieve(&self, query: &Query<'_>) -> Result<Option<Vec<Hit>>> {
+        if query.as_of.is_some() {
+            return Ok(None);
+        }
+        validate_query(query)?;
+        self.reader()?.get_memory(query.memory_id)?;
+        self.inner.index.try_search_live(query)
     }
 
     /// Blocks until an entry after `after` is committed or `timeout` passes; returns the
@@ -317,4 +323,17 @@ impl Engine {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The checks every retrieval makes before it touches an index.
+fn validate_query(query: &Query<'_>) -> Result<()> {
+    query.filter.validate()?;
+    if query.top_k > crate::record::limits::MAX_TOP_K {
+        return Err(Error::invalid(format!(
+            "topK must be at most {}, got {}",
+            crate::record::limits::MAX_TOP_K,
+            query.top_k
+        )));
+    }
+    Ok(())
 }

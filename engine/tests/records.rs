@@ -945,3 +945,86 @@ fn a_client_token_makes_batch_create_idempotent() {
     assert!(fresh[0].error.is_none());
     assert_ne!(fresh[0].record_id, first[0].record_id);
 }
+
+/// `try_retrieve`, which a server runs on its async workers, answers as `retrieve` does
+/// whenever it answers, leaves point-in-time queries to `retrieve`, and rejects what
+/// `retrieve` rejects.
+#[test]
+fn try_retrieve_answers_as_retrieve_does() {
+    let dir = TempDir::new().unwrap();
+    let engine = open(&dir);
+    let m = memory(&engine, "inline");
+    let words = ["apple", "river", "stone", "cloud", "ember", "maple"];
+    let records = (0..60u64)
+        .map(|i| {
+            let text = format!(
+                "{} {} {}",
+                words[i as usize % 6],
+                words[(i as usize / 6) % 6],
+                i
+            );
+            new_record(&text, &format!("/actors/a{}", i % 3), 100 + i)
+        })
+        .collect();
+    create(&engine, &m, records);
+    assert!(engine.wait_indexed(Duration::from_secs(30)));
+    let in_ns = RecordFilter {
+        namespace: Some(NamespaceFilter::Prefix("/actors/a1".into())),
+        ..RecordFilter::default()
+    };
+    let none = RecordFilter::default();
+    for (i, (mode, filter)) in [Mode::Hybrid, Mode::Vector, Mode::Bm25]
+        .into_iter()
+        .flat_map(|mode| [(mode, &none), (mode, &in_ns)])
+        .enumerate()
+    {
+        let vector = unit(1_000 + i as u64);
+        let q = Query {
+            memory_id: &m,
+            text: words[i % 6],
+            vector: Some(&vector),
+            top_k: 7,
+            filter,
+            mode,
+            as_of: None,
+            weights: None,
+            neighbor_weight: None,
+        };
+        let want = engine.retrieve(&q).unwrap();
+        assert!(!want.is_empty());
+        // Nothing is being indexed, so the lock is free and there is an answer.
+        let got = engine
+            .try_retrieve(&q)
+            .unwrap()
+            .expect("an idle index answers");
+        assert_eq!(ids(&got), ids(&want), "{mode:?}");
+        let scores = |h: &[Hit]| h.iter().map(|h| h.score).collect::<Vec<_>>();
+        assert_eq!(scores(&got), scores(&want), "{mode:?}");
+        let past = Query {
+            as_of: Some(last_lsn(&engine)),
+            ..q
+        };
+        assert!(engine.try_retrieve(&past).unwrap().is_none());
+    }
+    let bad = Query {
+        memory_id: &m,
+        text: "apple",
+        vector: None,
+        top_k: 10_000,
+        filter: &none,
+        mode: Mode::Bm25,
+        as_of: None,
+        weights: None,
+        neighbor_weight: None,
+    };
+    assert!(matches!(engine.retrieve(&bad), Err(Error::Invalid(_))));
+    assert!(matches!(engine.try_retrieve(&bad), Err(Error::Invalid(_))));
+    let unknown = MemoryId::parse("gone-0123456789").unwrap();
+    let missing = Query {
+        memory_id: &unknown,
+        top_k: 5,
+        ..bad
+    };
+    assert!(engine.retrieve(&missing).is_err());
+    assert!(engine.try_retrieve(&missing).is_err());
+}

@@ -94,6 +94,10 @@ impl Embedder for Hashing {
         &self.name
     }
 
+    fn is_instant(&self) -> bool {
+        true
+    }
+
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         Ok(texts.iter().map(|t| self.embed_one(t)).collect())
     }

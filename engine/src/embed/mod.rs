@@ -54,6 +54,12 @@ pub trait Embedder: Send + Sync {
     fn runtime(&self) -> &str {
         "in-process"
     }
+
+    /// Whether embedding a query costs microseconds (no model runs), so that a server may
+    /// embed on the thread that handles the request instead of handing the call off.
+    fn is_instant(&self) -> bool {
+        false
+    }
 }
 
 /// The environment variable that picks how MiniLM runs: `auto` (the default: ONNX

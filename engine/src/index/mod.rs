@@ -1312,8 +1312,26 @@ impl SearchIndex {
     /// Hybrid, vector or BM25 retrieval over the live records (or, with `as_of`, over
     /// `versions`: the versions live then, which the caller reads from the store).
     pub fn search(&self, q: &Query<'_>, versions: Option<Vec<Version>>) -> Result<Vec<Hit>> {
+        let hits = self.search_in(q, versions.as_deref(), true)?;
+        Ok(hits.unwrap_or_default())
+    }
+
+    /// [`SearchIndex::search`] over the live records, unless the indexer is applying
+    /// entries at this moment: then `Ok(None)` at once instead of waiting for it.
+    pub fn try_search_live(&self, q: &Query<'_>) -> Result<Option<Vec<Hit>>> {
+        self.search_in(q, None, false)
+    }
+
+    /// The search over `versions`, or over the live records when `None` (waiting for the
+    /// indexer if `wait`, else `Ok(None)` when it holds the state).
+    fn search_in(
+        &self,
+        q: &Query<'_>,
+        versions: Option<&[Version]>,
+        wait: bool,
+    ) -> Result<Option<Vec<Hit>>> {
         if q.top_k == 0 {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         if q.mode != Mode::Bm25 && q.vector.is_none() {
             return Err(Error::invalid(
@@ -1342,7 +1360,7 @@ impl SearchIndex {
                 "the neighbour weight must be a finite number ≥ 0, got {neighbor}"
             )));
         }
-        let mut hits = match &versions {
+        let mut hits = match versions {
             Some(vs) => {
                 let (vec_list, text_list) = self.search_versions(q, vs, n, wv > 0.0, wb > 0.0);
                 let hits = fuse(&vec_list, &text_list, wv, wb, self.tuning.rrf_k, usize::MAX);
@@ -1355,7 +1373,15 @@ impl SearchIndex {
             None => {
                 // One read of the state for the lists and the context, so that both see
                 // the same records.
-                let s = self.read_state();
+                let s = if wait {
+                    self.read_state()
+                } else {
+                    match self.state.try_read() {
+                        Ok(s) => s,
+                        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                        Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+                    }
+                };
                 let (vec_list, text_list) = self.search_live(&s, q, n, wv > 0.0, wb > 0.0)?;
                 let hits = fuse(&vec_list, &text_list, wv, wb, self.tuning.rrf_k, usize::MAX);
                 if neighbor > 0.0 {
@@ -1366,7 +1392,7 @@ impl SearchIndex {
             }
         };
         hits.truncate(q.top_k);
-        Ok(hits)
+        Ok(Some(hits))
     }
 
     /// Exact scoring of point-in-time versions.
@@ -1730,5 +1756,31 @@ mod tests {
             }
         }
         assert!(compactions > 0, "the test should compact");
+    }
+
+    /// A caller that must not block (an async worker) gets `None` at once while the
+    /// indexer holds the state, and the answer once it is free.
+    #[test]
+    fn try_search_live_does_not_wait_for_the_indexer() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SearchIndex::open(dir.path(), Tuning::default()).unwrap();
+        let memory_id = MemoryId::parse("a-0123456789").unwrap();
+        let filter = RecordFilter::default();
+        let q = Query {
+            memory_id: &memory_id,
+            text: "anything",
+            vector: None,
+            top_k: 5,
+            filter: &filter,
+            mode: Mode::Bm25,
+            as_of: None,
+            weights: None,
+            neighbor_weight: None,
+        };
+        {
+            let _indexing = index.write_state();
+            assert!(index.try_search_live(&q).unwrap().is_none());
+        }
+        assert_eq!(index.try_search_live(&q).unwrap().map(|h| h.len()), Some(0));
     }
 }

@@ -526,35 +526,51 @@ pub async fn retrieve(
             "neighborWeight must be between 0 and 4, got {w}"
         )));
     }
-    let neighbor_weight = input.neighbor_weight;
     let text = c.search_query;
     let engine = state.engine.clone();
     let embedder = state.embedder.clone();
-    // Embedding and search in one blocking call, on this worker (see `routes::blocking`).
-    let hits = crate::routes::blocking(move || {
-        let vector = if mode == Mode::Bm25 {
-            None
-        } else {
-            embedder.embed(&[text.as_str()])?.pop()
-        };
-        let as_of = match as_of {
-            None => None,
-            Some(AsOf::Lsn(l)) => Some(l),
-            Some(AsOf::Time(t)) => Some(engine.reader()?.lsn_at_time(t)?),
-        };
-        engine.retrieve(&Query {
-            memory_id: &memory_id,
-            text: &text,
-            vector: vector.as_deref(),
-            top_k: k,
-            filter: &filter,
-            mode,
-            as_of,
-            weights,
-            neighbor_weight,
-        })
-    })
-    .await??;
+    // A query that needs neither the model nor the log, and finds the index free, is
+    // answered right here on the async worker: it takes about a millisecond, less than
+    // handing it to another thread costs in the tail (see `routes::blocking`). The rest
+    // (a model embedding, asOf, the indexer busy) runs where blocking is allowed.
+    let vector = match mode {
+        Mode::Bm25 => None,
+        _ if embedder.is_instant() => embedder.embed(&[text.as_str()])?.pop(),
+        _ => {
+            let text = text.clone();
+            crate::routes::blocking(move || embedder.embed(&[text.as_str()]))
+                .await??
+                .pop()
+        }
+    };
+    let r = Retrieval {
+        memory_id,
+        text,
+        vector,
+        k,
+        filter,
+        mode,
+        weights,
+        neighbor_weight: input.neighbor_weight,
+    };
+    let hits = match as_of {
+        None => engine.try_retrieve(&r.query(None))?,
+        Some(_) => None,
+    };
+    let hits = match hits {
+        Some(hits) => hits,
+        None => {
+            crate::routes::blocking(move || {
+                let as_of = match as_of {
+                    None => None,
+                    Some(AsOf::Lsn(l)) => Some(l),
+                    Some(AsOf::Time(t)) => Some(engine.reader()?.lsn_at_time(t)?),
+                };
+                engine.retrieve(&r.query(as_of))
+            })
+            .await??
+        }
+    };
     Ok(Json(json!({
         "memoryRecordSummaries": hits.iter().map(hit_out).collect::<Vec<_>>()
     })))
@@ -563,6 +579,34 @@ pub async fn retrieve(
 enum AsOf {
     Lsn(Lsn),
     Time(Timestamp),
+}
+
+/// A checked RetrieveMemoryRecords request, owned, so it can go to another thread.
+struct Retrieval {
+    memory_id: MemoryId,
+    text: String,
+    vector: Option<Vec<f32>>,
+    k: usize,
+    filter: RecordFilter,
+    mode: Mode,
+    weights: Option<(f32, f32)>,
+    neighbor_weight: Option<f32>,
+}
+
+impl Retrieval {
+    fn query(&self, as_of: Option<Lsn>) -> Query<'_> {
+        Query {
+            memory_id: &self.memory_id,
+            text: &self.text,
+            vector: self.vector.as_deref(),
+            top_k: self.k,
+            filter: &self.filter,
+            mode: self.mode,
+            as_of,
+            weights: self.weights,
+            neighbor_weight: self.neighbor_weight,
+        }
+    }
 }
 
 /// ListMemoryRecords.

@@ -458,3 +458,72 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     assert_eq!(v["event"]["eventId"], id.as_str());
     assert_eq!(first_text(&v["event"]), Some("kept"));
 }
+
+/// RetrieveMemoryRecords over HTTP answers live queries (on the async worker) and `asOf`
+/// queries (handed off, they read the log) each from their own point in time.
+#[tokio::test]
+async fn retrieve_answers_now_and_as_of_a_past_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let url = server.url();
+    let client = reqwest::Client::new();
+    let m = common::create_memory(&client, url, "asof", 30).await;
+    let post = async |path: &str, body: Value| -> (u16, Value) {
+        let resp = client
+            .post(format!("{url}/memories/{m}/{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    };
+    let (status, created) = post(
+        "memoryRecords/batchCreate",
+        json!({"records": [{"requestIdentifier": "r1", "namespaces": ["/c"],
+            "content": {"text": "Carol drives a red bicycle"}, "timestamp": common::now_secs()}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["successfulRecords"][0]["memoryRecordId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no record id in {created}"))
+        .to_owned();
+    let before = common::last_lsn(&client, url).await;
+    let (status, updated) = post(
+        "memoryRecords/batchUpdate",
+        json!({"records": [{"memoryRecordId": id, "timestamp": common::now_secs(),
+            "content": {"text": "Carol rides a green tram"}}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{updated}");
+    let texts = |v: &Value| -> Vec<String> {
+        v["memoryRecordSummaries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no summaries in {v}"))
+            .iter()
+            .map(|h| h["content"]["text"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let query = json!({"searchQuery": "Carol", "topK": 5});
+    let (status, now) = post(
+        "retrieve",
+        json!({"searchCriteria": query, "namespace": "/c"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(texts(&now), ["Carol rides a green tram"]);
+    let (status, then) = post(
+        "retrieve",
+        json!({"searchCriteria": query, "namespace": "/c", "asOf": {"lsn": before}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{then}");
+    assert_eq!(texts(&then), ["Carol drives a red bicycle"]);
+    let (status, bad) = post(
+        "retrieve",
+        json!({"searchCriteria": query, "asOf": {"lsn": before, "timestamp": 1.0}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+}

@@ -131,6 +131,18 @@ pub struct Hnsw {
     max_level: usize,
 }
 
+/// What the read-only phase of an insertion found ([`Hnsw::plan_batch`]), for
+/// [`Hnsw::apply_plan`].
+#[derive(Debug)]
+pub struct InsertPlan {
+    /// Each item's level.
+    levels: Vec<usize>,
+    /// Each item's search results per layer (index = layer), packed.
+    found: Vec<Vec<Vec<u64>>>,
+    /// The graph's size when planned: nothing may be inserted before the plan is applied.
+    planned_at: usize,
+}
+
 impl Hnsw {
     /// An empty index for vectors of length `dim`.
     pub fn new(dim: usize, params: Params) -> Self {
@@ -214,6 +226,19 @@ impl Hnsw {
     ///
     /// As [`Hnsw::insert`].
     pub fn insert_batch(&mut self, items: &[(u64, &[f32])], threads: usize) -> Vec<u32> {
+        let plan = self.plan_batch(items, threads);
+        self.apply_plan(items, plan)
+    }
+
+    /// The read-only first phase of [`Hnsw::insert_batch`]: the beam searches, on up to
+    /// `threads` threads. A caller can run it under a shared lock, beside searches, and
+    /// then [`Hnsw::apply_plan`] under an exclusive one; nothing may insert in between
+    /// (deletes may: the searches of an insertion do not look at them).
+    ///
+    /// # Panics
+    ///
+    /// If a vector's length is not [`Hnsw::dim`].
+    pub fn plan_batch(&self, items: &[(u64, &[f32])], threads: usize) -> InsertPlan {
         for (_, v) in items {
             assert_eq!(v.len(), self.dim, "hnsw: vector length != dim");
         }
@@ -221,30 +246,56 @@ impl Hnsw {
             .iter()
             .map(|(key, _)| draw_level(*key, self.params.seed, self.params.m))
             .collect();
-        // Phase 1, read-only: each item's search results per layer (index = layer).
-        let found: Vec<Vec<Vec<u64>>> = {
-            let this = &*self;
-            let search = |i: usize| this.search_for_insert(items[i].1, levels[i]);
-            let threads = threads.clamp(1, items.len().max(1));
-            if threads == 1 || items.len() < 8 {
-                (0..items.len()).map(search).collect()
-            } else {
-                let chunk = items.len().div_ceil(threads);
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = (0..items.len())
-                        .step_by(chunk)
-                        .map(|start| {
-                            let end = (start + chunk).min(items.len());
-                            scope.spawn(move || (start..end).map(search).collect::<Vec<_>>())
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| h.join().expect("hnsw: a search thread panicked"))
-                        .collect()
-                })
-            }
+        // Each item's search results per layer (index = layer).
+        let search = |i: usize| self.search_for_insert(items[i].1, levels[i]);
+        let threads = threads.clamp(1, items.len().max(1));
+        let found: Vec<Vec<Vec<u64>>> = if threads == 1 || items.len() < 8 {
+            (0..items.len()).map(search).collect()
+        } else {
+            let chunk = items.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..items.len())
+                    .step_by(chunk)
+                    .map(|start| {
+                        let end = (start + chunk).min(items.len());
+                        scope.spawn(move || (start..end).map(search).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("hnsw: a search thread panicked"))
+                    .collect()
+            })
         };
+        InsertPlan {
+            levels,
+            found,
+            planned_at: self.len(),
+        }
+    }
+
+    /// The second phase of [`Hnsw::insert_batch`]: adds `items` (the ones `plan` was made
+    /// for) and links them, in order; returns their ids.
+    ///
+    /// # Panics
+    ///
+    /// If the plan is not for these items (or a vector's length is not [`Hnsw::dim`]), or
+    /// something was inserted since it was made.
+    pub fn apply_plan(&mut self, items: &[(u64, &[f32])], plan: InsertPlan) -> Vec<u32> {
+        assert_eq!(
+            plan.found.len(),
+            items.len(),
+            "hnsw: a plan for other items"
+        );
+        assert_eq!(
+            plan.planned_at,
+            self.len(),
+            "hnsw: the graph changed since the plan"
+        );
+        for (_, v) in items {
+            assert_eq!(v.len(), self.dim, "hnsw: vector length != dim");
+        }
+        let InsertPlan { levels, found, .. } = plan;
         // Phase 2, in order: add each node and link it.
         let m = self.params.m;
         let ef = self.params.ef_construction;
@@ -1506,6 +1557,54 @@ mod tests {
         let items: Vec<(u64, &[f32])> = points[..5].iter().map(|p| (7, p.as_slice())).collect();
         assert_eq!(h.insert_batch(&items, 2), vec![0, 1, 2, 3, 4]);
         assert_eq!(h.search(&points[3], 1, 16, None)[0].0, 3);
+    }
+
+    /// The first `n` of `points`, inserted one at a time under keys 0, 1, …
+    fn first(points: &[Vec<f32>], n: usize) -> Hnsw {
+        let mut h = Hnsw::new(DIM, test_params());
+        for (i, p) in points[..n].iter().enumerate() {
+            h.insert(i as u64, p);
+        }
+        h
+    }
+
+    /// The indexer plans a batch beside searches and applies it later, deleting the
+    /// points the batch replaces in between: deletes do not change what the plan's
+    /// searches would find, so the graph is the one `insert_batch` builds after them.
+    #[test]
+    fn a_plan_stays_valid_across_deletes() {
+        let points = clustered(340, DIM, 5);
+        let items: Vec<(u64, &[f32])> = points[300..]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (300 + i as u64, p.as_slice()))
+            .collect();
+        let mut planned = first(&points, 300);
+        let plan = planned.plan_batch(&items, 2);
+        (0..300).step_by(7).for_each(|id| planned.delete(id));
+        assert_eq!(
+            planned.apply_plan(&items, plan),
+            (300..340).collect::<Vec<u32>>()
+        );
+        let mut direct = first(&points, 300);
+        (0..300).step_by(7).for_each(|id| direct.delete(id));
+        direct.insert_batch(&items, 1);
+        assert!(
+            planned == direct,
+            "a plan made before the deletes built another graph"
+        );
+    }
+
+    /// An insertion between planning and applying would make the plan's neighbours stale.
+    #[test]
+    #[should_panic(expected = "the graph changed since the plan")]
+    fn a_plan_is_refused_after_an_insert() {
+        let points = clustered(40, DIM, 6);
+        let mut h = first(&points, 30);
+        let items: Vec<(u64, &[f32])> = vec![(100, points[31].as_slice())];
+        let plan = h.plan_batch(&items, 1);
+        h.insert(101, &points[32]);
+        h.apply_plan(&items, plan);
     }
 
     #[test]

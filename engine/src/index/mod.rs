@@ -542,46 +542,72 @@ impl MemIndex {
     /// on `threads` threads ([`Hnsw::insert_batch`]). A batch naming a record twice is
     /// inserted one at a time (each version must replace the one before).
     fn insert_all(&mut self, records: &[Record], threads: usize) {
+        match self.plan_all(records, threads) {
+            Some(plan) => self.insert_planned(records, plan),
+            None => records.iter().for_each(|r| self.insert(r)),
+        }
+    }
+
+    /// The read-only part of [`MemIndex::insert_all`]: the graph searches
+    /// ([`Hnsw::plan_batch`]), which the indexer runs beside retrievals. `None` when the
+    /// batch names a record twice and must be inserted one at a time.
+    fn plan_all(&self, records: &[Record], threads: usize) -> Option<hnsw::InsertPlan> {
         let mut ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        if records.len() < 8 || ids.len() < records.len() {
-            records.iter().for_each(|r| self.insert(r));
-            return;
+        if ids.len() < records.len() {
+            return None;
         }
+        let vectors = self.fitted(records);
+        Some(self.hnsw.plan_batch(&keyed(records, &vectors), threads))
+    }
+
+    /// The rest of [`MemIndex::insert_all`], given its [`MemIndex::plan_all`] made with no
+    /// insertion since (deletes are allowed: the searches do not look at them).
+    fn insert_planned(&mut self, records: &[Record], plan: hnsw::InsertPlan) {
         for r in records {
             self.remove(&r.id);
         }
-        let dim = self.hnsw.dim();
-        let vectors: Vec<Vec<f32>> = records
-            .iter()
-            .map(|r| fit_dim(&r.embedding.0, dim))
-            .collect();
-        let items: Vec<(u64, &[f32])> = records
-            .iter()
-            .zip(&vectors)
-            .map(|(r, v)| (bm25_key_of(&r.id), v.as_slice()))
-            .collect();
-        let points = self.hnsw.insert_batch(&items, threads);
+        let vectors = self.fitted(records);
+        let points = self.hnsw.apply_plan(&keyed(records, &vectors), plan);
         for (p, r) in points.into_iter().zip(records) {
             self.attach(p, Arc::new(r.without_embedding()));
         }
     }
 
-    /// Rebuilds the graph from the live points when tombstones dominate.
-    fn maybe_compact(&mut self) -> bool {
-        if self.tombstones < 64 || self.tombstones * 4 < self.hnsw.len() {
-            return false;
-        }
+    /// The records' vectors at the graph's dimension.
+    fn fitted(&self, records: &[Record]) -> Vec<Vec<f32>> {
+        let dim = self.hnsw.dim();
+        records
+            .iter()
+            .map(|r| fit_dim(&r.embedding.0, dim))
+            .collect()
+    }
+
+    /// Whether tombstones dominate, so the graph should be rebuilt from the live points.
+    fn needs_compaction(&self) -> bool {
+        self.tombstones >= 64 && self.tombstones * 4 >= self.hnsw.len()
+    }
+
+    /// This index rebuilt from its live points (read-only: the indexer builds it beside
+    /// retrievals, then swaps it in).
+    fn compacted(&self) -> MemIndex {
         // `compacted` re-inserts the live points in id order, so the new ids are the ranks.
-        let hnsw = self.hnsw.compacted();
-        let live: Vec<Arc<Record>> = self.docs.drain(..).flatten().map(|d| d.record).collect();
-        let mut fresh = MemIndex::with_hnsw(hnsw);
-        for (p, record) in live.into_iter().enumerate() {
-            fresh.attach(p as u32, record);
+        let mut fresh = MemIndex::with_hnsw(self.hnsw.compacted());
+        for (p, doc) in self.docs.iter().flatten().enumerate() {
+            fresh.attach(p as u32, doc.record.clone());
         }
-        *self = fresh;
-        true
+        fresh
+    }
+
+    /// Compacts when [`MemIndex::needs_compaction`]; returns whether it did.
+    #[cfg(test)]
+    fn maybe_compact(&mut self) -> bool {
+        let due = self.needs_compaction();
+        if due {
+            *self = self.compacted();
+        }
+        due
     }
 
     fn doc(&self, p: u32) -> Option<&Doc> {
@@ -757,6 +783,15 @@ fn with_past_neighbors(
         };
         [at(i.checked_sub(1)), at(i.checked_add(1))]
     })
+}
+
+/// The graph's (key, vector) items for `records`, whose vectors are `vectors`.
+fn keyed<'a>(records: &[Record], vectors: &'a [Vec<f32>]) -> Vec<(u64, &'a [f32])> {
+    records
+        .iter()
+        .zip(vectors)
+        .map(|(r, v)| (bm25_key_of(&r.id), v.as_slice()))
+        .collect()
 }
 
 /// Pads or truncates a vector to the index's dimension (an embedder change between
@@ -1107,30 +1142,35 @@ impl SearchIndex {
         let Some(last) = entries.last().map(|e| e.lsn) else {
             return Ok(0);
         };
+        // Each entry takes the state's lock for itself, and exclusively only for what
+        // changes it, so retrievals keep going while a batch is indexed (see `apply`).
+        let mut applied = 0u64;
+        let mut hnsw_applied = 0u64;
         let mut bm25_touched = false;
+        for e in &entries {
+            let (to_hnsw, to_bm25) = (e.lsn > g, e.lsn > t);
+            if self.apply(e, to_hnsw, to_bm25)? {
+                bm25_touched |= to_bm25;
+                applied += 1;
+                hnsw_applied += u64::from(to_hnsw);
+            }
+        }
         {
             let mut s = self.write_state();
-            let bm25 = &self.bm25;
-            for e in &entries {
-                let to_hnsw = e.lsn > s.hnsw_checkpoint;
-                let to_bm25 = e.lsn > s.bm25_applied;
-                if self.apply(&mut s, bm25, e, to_hnsw, to_bm25)? {
-                    bm25_touched |= to_bm25;
-                    s.applied_since_open += 1;
-                    if to_hnsw {
-                        s.unpersisted_entries += 1;
-                        s.first_unpersisted.get_or_insert_with(Instant::now);
-                    }
-                }
+            s.applied_since_open += applied;
+            if hnsw_applied > 0 {
+                s.unpersisted_entries += hnsw_applied;
+                s.first_unpersisted.get_or_insert_with(Instant::now);
             }
             s.hnsw_checkpoint = s.hnsw_checkpoint.max(last);
             s.bm25_applied = s.bm25_applied.max(last);
-            // Commit (durable and visible) only when something changed: most entries are
-            // events, and a commit per batch of them would be an fsync for nothing. The
-            // on-disk checkpoint then lags; a restart re-reads those entries and skips them.
-            if bm25_touched {
-                bm25.commit(last.0)?;
-            }
+        }
+        // Commit (durable and visible) only when something changed: most entries are
+        // events, and a commit per batch of them would be an fsync for nothing. The
+        // on-disk checkpoint then lags; a restart re-reads those entries and skips them.
+        // Outside the state's lock: readers never wait on this fsync.
+        if bm25_touched {
+            self.bm25.commit(last.0)?;
         }
         self.persist_if_due(false)?;
         // Both sides have applied everything up to `last` (BM25 may keep an older
@@ -1145,34 +1185,62 @@ impl SearchIndex {
     }
 
     /// Applies one entry; returns whether it concerned records.
-    fn apply(
-        &self,
-        s: &mut State,
-        bm25: &Bm25,
-        e: &Entry,
-        to_hnsw: bool,
-        to_bm25: bool,
-    ) -> Result<bool> {
+    ///
+    /// Retrievals hold the state's lock shared while they search, so the expensive parts
+    /// run under a shared lock too: the graph searches of new points
+    /// ([`MemIndex::plan_all`]) and the rebuild of a compacted graph. Only linking the
+    /// planned points, and swapping a rebuilt graph in, take it exclusively. The indexer
+    /// is the only writer, so nothing changes in between. BM25 changes go to tantivy's
+    /// writer, which readers do not see until the commit.
+    fn apply(&self, e: &Entry, to_hnsw: bool, to_bm25: bool) -> Result<bool> {
+        let threads = self.tuning.insert_threads.max(1);
         if let Some((memory_id, records, ended)) = e.body.record_changes() {
             if to_hnsw {
-                if let Some(first) = records.first() {
-                    let tuning = &self.tuning;
-                    s.memories
-                        .entry(memory_id.clone())
-                        .or_insert_with(|| MemIndex::new(first.embedding.0.len(), tuning));
+                if let Some(first) = records.first()
+                    && !self.read_state().memories.contains_key(memory_id)
+                {
+                    let fresh = MemIndex::new(first.embedding.0.len(), &self.tuning);
+                    self.write_state().memories.insert(memory_id.clone(), fresh);
                 }
-                if let Some(idx) = s.memories.get_mut(memory_id) {
-                    for id in &ended {
-                        idx.remove(id);
+                let plan = {
+                    let s = self.read_state();
+                    s.memories
+                        .get(memory_id)
+                        .and_then(|idx| idx.plan_all(records, threads))
+                };
+                let compact = {
+                    let mut guard = self.write_state();
+                    let s = &mut *guard;
+                    match s.memories.get_mut(memory_id) {
+                        Some(idx) => {
+                            for id in &ended {
+                                idx.remove(id);
+                            }
+                            match plan {
+                                Some(plan) => idx.insert_planned(records, plan),
+                                None => idx.insert_all(records, threads),
+                            }
+                            s.dirty.insert(memory_id.clone());
+                            !ended.is_empty() && idx.needs_compaction()
+                        }
+                        None => false,
                     }
-                    idx.insert_all(records, self.tuning.insert_threads.max(1));
-                    if !ended.is_empty() && idx.maybe_compact() {
+                };
+                if compact {
+                    let fresh = self
+                        .read_state()
+                        .memories
+                        .get(memory_id)
+                        .map(MemIndex::compacted);
+                    if let Some(fresh) = fresh {
+                        let mut s = self.write_state();
+                        s.memories.insert(memory_id.clone(), fresh);
                         s.compactions += 1;
                     }
-                    s.dirty.insert(memory_id.clone());
                 }
             }
             if to_bm25 {
+                let bm25 = &self.bm25;
                 for id in &ended {
                     bm25.delete(bm25_key_of(id))?;
                 }
@@ -1186,12 +1254,15 @@ impl SearchIndex {
         }
         match &e.body {
             Body::MemoryDeleted { memory_id } => {
-                if to_hnsw && s.memories.remove(memory_id).is_some() {
-                    s.dirty.remove(memory_id);
-                    s.removed.insert(memory_id.clone());
+                if to_hnsw {
+                    let mut s = self.write_state();
+                    if s.memories.remove(memory_id).is_some() {
+                        s.dirty.remove(memory_id);
+                        s.removed.insert(memory_id.clone());
+                    }
                 }
                 if to_bm25 {
-                    bm25.delete_group(memory_id.as_str())?;
+                    self.bm25.delete_group(memory_id.as_str())?;
                 }
                 Ok(true)
             }

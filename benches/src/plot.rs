@@ -385,13 +385,14 @@ pub fn ann_figures(report: &Value, dir: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// `bench retrieve`: p50/p95/p99 latency against corpus size (log x), with and without
-/// the namespace filter.
+/// the namespace filter, and while another client ingests.
 pub fn retrieve_figures(report: &Value, dir: &Path) -> anyhow::Result<Vec<String>> {
     let sizes = report["sizes"].as_array().cloned().unwrap_or_default();
     let mut series = Vec::new();
     for (phase, label) in [
         ("no_filter", "no filter"),
         ("namespace_filter", "namespace"),
+        ("under_ingest", "while ingesting"),
     ] {
         for p in ["p50_ms", "p95_ms", "p99_ms"] {
             let points: Vec<(f64, f64)> = sizes

@@ -5,7 +5,9 @@
 //! ```text
 //!  for n in sizes:  create memory ─▶ BatchCreateMemoryRecords (100 per request) up to n
 //!                   ─▶ warm-up ─▶ Retrieve × queries, no filter   (p50/p95/p99)
-//!                              └▶ Retrieve × queries, namespace   (p50/p95/p99)
+//!                              ├▶ Retrieve × queries, namespace   (p50/p95/p99)
+//!                              └▶ Retrieve × queries, no filter, while one more client
+//!                                 adds records at `ingest_rate`     (p50/p95/p99)
 //!  separately:      MiniLM query embedding, one query at a time   (p50/p95/p99)
 //! ```
 //!
@@ -102,6 +104,9 @@ pub struct RetrieveOptions {
     /// Most frequent vocabulary ranks left out (they stand for stop words; see the module
     /// documentation).
     pub skip_ranks: usize,
+    /// Records per second the writer adds (in batches of [`INGEST_BATCH`]) during the
+    /// phase that measures retrieval under ingest.
+    pub ingest_rate: usize,
     pub seed: u64,
     /// The server's data directory, when it runs in this process: each size then reports
     /// the disk bytes its records added.
@@ -119,6 +124,7 @@ impl Default for RetrieveOptions {
             top_k: 10,
             actors: 10,
             skip_ranks: 8,
+            ingest_rate: 200,
             seed: 7,
             data_dir: None,
         }
@@ -161,6 +167,11 @@ pub struct SizeResult {
     /// The same queries with `neighborWeight: 0`, interleaved with `no_filter`'s.
     pub no_context: Percentiles,
     pub namespace_filter: Percentiles,
+    /// The default request while another client adds records (a write makes the indexer
+    /// take its state for a moment, and a retrieval that meets it waits).
+    pub under_ingest: Percentiles,
+    /// The rate the writer reached during `under_ingest`, records/s.
+    pub ingest_records_per_sec: f64,
     pub errors: u64,
     /// This process's resident memory once the size was loaded (the server runs in it;
     /// every earlier size is still loaded too).
@@ -191,7 +202,7 @@ impl RetrieveReport {
             "# memlog bench retrieve\n\nRetrieveMemoryRecords over HTTP, {} concurrent clients, top-{}; \
              server embedder: {} (so the latency excludes the semantic model). Texts: Zipf (s = {ZIPF_S}) \
              over {VOCABULARY} words, the {} most frequent skipped.\n\n\
-             | records | load rec/s | no filter p50 / p95 / p99 ms | no filter, no context p50 / p95 / p99 ms | namespace p50 / p95 / p99 ms | queries/s | errors |\n|---|---|---|---|---|---|---|\n",
+             | records | load rec/s | no filter p50 / p95 / p99 ms | no filter, no context p50 / p95 / p99 ms | namespace p50 / p95 / p99 ms | no filter, while ingesting: p50 / p95 / p99 ms (records/s) | queries/s | errors |\n|---|---|---|---|---|---|---|---|\n",
             self.options.concurrency,
             self.options.top_k,
             self.server_embedder,
@@ -199,7 +210,7 @@ impl RetrieveReport {
         );
         for r in &self.sizes {
             s += &format!(
-                "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.0} | {} |\n",
+                "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} ({:.0}) | {:.0} | {} |\n",
                 r.records,
                 r.load_records_per_sec,
                 r.no_filter.p50_ms,
@@ -211,6 +222,10 @@ impl RetrieveReport {
                 r.namespace_filter.p50_ms,
                 r.namespace_filter.p95_ms,
                 r.namespace_filter.p99_ms,
+                r.under_ingest.p50_ms,
+                r.under_ingest.p95_ms,
+                r.under_ingest.p99_ms,
+                r.ingest_records_per_sec,
                 r.no_filter.per_sec,
                 r.errors
             );
@@ -324,6 +339,45 @@ async fn load(
     }
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Records per request of the writer in the under-ingest phase.
+pub const INGEST_BATCH: usize = 10;
+
+/// Adds records to `memory` at `opts.ingest_rate` per second, in batches of
+/// [`INGEST_BATCH`], until `stop`; returns the records added and the seconds it took.
+async fn ingest_steadily(
+    client: reqwest::Client,
+    url: String,
+    first: usize,
+    opts: RetrieveOptions,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<(usize, f64)> {
+    let started = Instant::now();
+    let period = Duration::from_secs_f64(INGEST_BATCH as f64 / opts.ingest_rate.max(1) as f64);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rng = fastrand::Rng::with_seed(opts.seed ^ 0x5eed);
+    let mut i = first;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        tick.tick().await;
+        let records: Vec<Value> = (i..i + INGEST_BATCH)
+            .map(|j| {
+                json!({
+                    "requestIdentifier": format!("w{j}"),
+                    "namespaces": [format!("/actors/a{}", j % opts.actors)],
+                    "content": {"text": zipf_text(&mut rng, 20, opts.skip_ranks)},
+                    "timestamp": 1_700_000_000.0 + j as f64,
+                })
+            })
+            .collect();
+        let out = post(&client, &url, &json!({"records": records})).await?;
+        if let Some(f) = out["failedRecords"].as_array().and_then(|f| f.first()) {
+            bail!("a record failed to load while ingesting: {f}");
+        }
+        i += INGEST_BATCH;
+    }
+    Ok((i - first, started.elapsed().as_secs_f64()))
 }
 
 /// `count` queries through each of `variants` (fields added to the request body), the
@@ -455,6 +509,21 @@ pub async fn run(
         let (mut ns, e2) =
             query_phase(&client, base, &memory, opts, true, &default, opts.queries).await?;
         let namespace_filter = ns.pop().context("a phase without its variant")?;
+        eprintln!("{n} records: querying while ingesting…");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = tokio::spawn(ingest_steadily(
+            client.clone(),
+            format!("{base}/memories/{memory}/memoryRecords/batchCreate"),
+            n,
+            opts.clone(),
+            stop.clone(),
+        ));
+        let ingesting =
+            query_phase(&client, base, &memory, opts, false, &default, opts.queries).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (written, secs) = writer.await??;
+        let (mut ing, e3) = ingesting?;
+        let under_ingest = ing.pop().context("a phase without its variant")?;
         sizes.push(SizeResult {
             records: n,
             load_secs,
@@ -462,7 +531,9 @@ pub async fn run(
             no_filter,
             no_context,
             namespace_filter,
-            errors: e1 + e2,
+            under_ingest,
+            ingest_records_per_sec: written as f64 / secs.max(1e-9),
+            errors: e1 + e2 + e3,
             rss_bytes,
             disk_bytes_per_record,
         });

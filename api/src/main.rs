@@ -1186,10 +1186,9 @@ fn ingest_once(
 /// its files final when this returns — whether `bench` succeeded or not.
 ///
 /// The server gets a runtime of its own, as under `memlog serve`, and the bench's clients
-/// a single-threaded one, as a client process would have: on one shared runtime the
-/// clients' tasks queued behind the server's on the same workers, which no deployment does
-/// (and which charged the server for the clients' scheduling: at 100k records the p50 of
-/// one build measured 1.18 ms shared against 0.93–0.98 apart).
+/// another, as a client process would have: on one shared runtime the clients' tasks
+/// queued on the server's workers, which no deployment does. (At 100k records the two
+/// set-ups measured within each other's run-to-run noise; the point is what they model.)
 fn with_server<T>(
     engine: Engine,
     options: memlog_api::server::Options,

@@ -33,7 +33,7 @@ use memlog_engine::record::{
 use memlog_engine::types::{EventId, Lsn, MemoryId, Timestamp};
 
 use crate::error::{ApiError, ApiResult};
-use crate::routes::{AppState, AwsPath, AwsQuery, read, write};
+use crate::routes::{AppState, AwsPath, AwsQuery, read, read_now, write};
 use crate::wire::{self, AwsJson};
 
 /// How long a batch write waits for its records to become searchable before answering
@@ -656,7 +656,7 @@ pub async fn get(
     let memory_id = MemoryId::parse(&memory_id)?;
     let record_id = RecordId::parse(&record_id)?;
     let rid = record_id.clone();
-    let row = read(&state, move |r| r.get_record(&memory_id, &rid)).await?;
+    let row = read_now(&state, |r| r.get_record(&memory_id, &rid))?;
     if !in_namespace(&row, &q.namespace) {
         return Err(ApiError::from(memlog_engine::Error::not_found(format!(
             "memory record {record_id} is not in namespace {}",

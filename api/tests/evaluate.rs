@@ -44,15 +44,9 @@ fn one_span_of_the_session() -> Value {
 }
 
 async fn evaluate(client: &reqwest::Client, url: &str, evaluator: &str, body: Value) -> Value {
-    let resp = client
-        .post(format!("{url}/evaluations/evaluate/{evaluator}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let out: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {out}");
+    let url = format!("{url}/evaluations/evaluate/{evaluator}");
+    let (status, out) = common::post_json(client, &url, &body).await;
+    assert!((200..300).contains(&status), "{status}: {out}");
     out
 }
 

@@ -154,14 +154,10 @@ async fn bad_input_never_writes() {
 
     let m = common::create_memory(&client, &url, "bad_input", 30).await;
     // One real event, so GetEvent/DeleteEvent/branch cases have something to aim near.
-    let resp = client
-        .post(format!("{url}/memories/{m}/events"))
-        .json(&event_body("a", "s", common::now_secs(), "hello"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    let real: Value = resp.json().await.unwrap();
+    let body = event_body("a", "s", common::now_secs(), "hello");
+    let (status, real) =
+        common::post_json(&client, &format!("{url}/memories/{m}/events"), &body).await;
+    assert_eq!(status, 201, "{real}");
     let real_id = real["event"]["eventId"].as_str().unwrap().to_owned();
     let lsn = common::last_lsn(&client, &url).await;
     assert!(
@@ -425,14 +421,10 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let mut server = Server::start(dir.path(), &[]);
     let client = reqwest::Client::new();
     let m = common::create_memory(&client, server.url(), "durable", 30).await;
-    let resp = client
-        .post(format!("{}/memories/{m}/events", server.url()))
-        .json(&event_body("a", "s", common::now_secs(), "kept"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    let v: Value = resp.json().await.unwrap();
+    let body = event_body("a", "s", common::now_secs(), "kept");
+    let url = format!("{}/memories/{m}/events", server.url());
+    let (status, v) = common::post_json(&client, &url, &body).await;
+    assert_eq!(status, 201, "{v}");
     let id = v["event"]["eventId"].as_str().unwrap().to_owned();
 
     let status = server.sigterm_and_wait();
@@ -468,15 +460,8 @@ async fn retrieve_answers_now_and_as_of_a_past_lsn() {
     let url = server.url();
     let client = reqwest::Client::new();
     let m = common::create_memory(&client, url, "asof", 30).await;
-    let post = async |path: &str, body: Value| -> (u16, Value) {
-        let resp = client
-            .post(format!("{url}/memories/{m}/{path}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+    let post = async |path: &str, body: Value| {
+        common::post_json(&client, &format!("{url}/memories/{m}/{path}"), &body).await
     };
     let (status, created) = post(
         "memoryRecords/batchCreate",

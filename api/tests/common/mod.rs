@@ -249,6 +249,23 @@ pub async fn create_memory(client: &reqwest::Client, url: &str, name: &str, days
         .to_owned()
 }
 
+/// POSTs `body` as JSON to `url`; returns the status and the answer's JSON (`Null` if the
+/// answer is not JSON).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let resp = client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// `/health`'s `lastLsn`.
 pub async fn last_lsn(client: &reqwest::Client, url: &str) -> u64 {
     let resp = client

@@ -543,7 +543,7 @@ impl MemIndex {
     /// inserted one at a time (each version must replace the one before).
     fn insert_all(&mut self, records: &[Record], threads: usize) {
         match self.plan_all(records, threads) {
-            Some(plan) => self.insert_planned(records, plan),
+            Some(planned) => self.insert_planned(records, planned),
             None => records.iter().for_each(|r| self.insert(r)),
         }
     }
@@ -551,37 +551,33 @@ impl MemIndex {
     /// The read-only part of [`MemIndex::insert_all`]: the graph searches
     /// ([`Hnsw::plan_batch`]), which the indexer runs beside retrievals. `None` when the
     /// batch names a record twice and must be inserted one at a time.
-    fn plan_all(&self, records: &[Record], threads: usize) -> Option<hnsw::InsertPlan> {
+    fn plan_all(&self, records: &[Record], threads: usize) -> Option<Planned> {
         let mut ids: Vec<&RecordId> = records.iter().map(|r| &r.id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.len() < records.len() {
             return None;
         }
-        let vectors = self.fitted(records);
-        Some(self.hnsw.plan_batch(&keyed(records, &vectors), threads))
+        let dim = self.hnsw.dim();
+        let vectors: Vec<Vec<f32>> = records
+            .iter()
+            .map(|r| fit_dim(&r.embedding.0, dim))
+            .collect();
+        let plan = self.hnsw.plan_batch(&keyed(records, &vectors), threads);
+        Some(Planned { plan, vectors })
     }
 
     /// The rest of [`MemIndex::insert_all`], given its [`MemIndex::plan_all`] made with no
     /// insertion since (deletes are allowed: the searches do not look at them).
-    fn insert_planned(&mut self, records: &[Record], plan: hnsw::InsertPlan) {
+    fn insert_planned(&mut self, records: &[Record], planned: Planned) {
         for r in records {
             self.remove(&r.id);
         }
-        let vectors = self.fitted(records);
+        let Planned { plan, vectors } = planned;
         let points = self.hnsw.apply_plan(&keyed(records, &vectors), plan);
         for (p, r) in points.into_iter().zip(records) {
             self.attach(p, Arc::new(r.without_embedding()));
         }
-    }
-
-    /// The records' vectors at the graph's dimension.
-    fn fitted(&self, records: &[Record]) -> Vec<Vec<f32>> {
-        let dim = self.hnsw.dim();
-        records
-            .iter()
-            .map(|r| fit_dim(&r.embedding.0, dim))
-            .collect()
     }
 
     /// Whether tombstones dominate, so the graph should be rebuilt from the live points.
@@ -783,6 +779,13 @@ fn with_past_neighbors(
         };
         [at(i.checked_sub(1)), at(i.checked_add(1))]
     })
+}
+
+/// A batch's graph searches ([`MemIndex::plan_all`]) with the vectors they were made for.
+struct Planned {
+    plan: hnsw::InsertPlan,
+    /// The records' vectors at the graph's dimension.
+    vectors: Vec<Vec<f32>>,
 }
 
 /// The graph's (key, vector) items for `records`, whose vectors are `vectors`.

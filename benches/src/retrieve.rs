@@ -303,33 +303,20 @@ async fn load(
     for _ in 0..4 {
         let (client, url, next, progress) =
             (client.clone(), url.clone(), next.clone(), progress.clone());
-        let (seed, actors, skip) = (opts.seed, opts.actors, opts.skip_ranks);
+        let opts = opts.clone();
         tasks.spawn(async move {
             loop {
                 let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if b >= batches {
                     return anyhow::Ok(());
                 }
-                let mut rng = fastrand::Rng::with_seed(seed ^ (b as u64).wrapping_mul(0x9e37_79b9));
+                let mut rng =
+                    fastrand::Rng::with_seed(opts.seed ^ (b as u64).wrapping_mul(0x9e37_79b9));
                 let records: Vec<Value> = (b * 100..((b + 1) * 100).min(n))
-                    .map(|i| {
-                        json!({
-                            "requestIdentifier": format!("r{i}"),
-                            "namespaces": [format!("/actors/a{}", i % actors)],
-                            "content": {"text": zipf_text(&mut rng, 20, skip)},
-                            "timestamp": 1_700_000_000.0 + i as f64,
-                        })
-                    })
+                    .map(|i| record_body('r', i, &mut rng, &opts))
                     .collect();
                 let len = records.len();
-                let out = post(&client, &url, &json!({"records": records})).await?;
-                let failed = out["failedRecords"].as_array().map_or(0, Vec::len);
-                if failed > 0 {
-                    bail!(
-                        "{failed} records failed to load: {}",
-                        out["failedRecords"][0]
-                    );
-                }
+                create_records(&client, &url, records).await?;
                 progress.inc(len as u64);
             }
         });
@@ -339,6 +326,31 @@ async fn load(
     }
     progress.finish_and_clear();
     Ok(())
+}
+
+/// Record `i` of a bench memory, for BatchCreateMemoryRecords: request id `{tag}{i}`, 20
+/// Zipf words, in actor `i mod actors`'s namespace, timestamped `i` seconds after a fixed
+/// start.
+fn record_body(tag: char, i: usize, rng: &mut fastrand::Rng, opts: &RetrieveOptions) -> Value {
+    json!({
+        "requestIdentifier": format!("{tag}{i}"),
+        "namespaces": [format!("/actors/a{}", i % opts.actors)],
+        "content": {"text": zipf_text(rng, 20, opts.skip_ranks)},
+        "timestamp": 1_700_000_000.0 + i as f64,
+    })
+}
+
+/// BatchCreateMemoryRecords of `records` at `url`; an error if any record failed.
+async fn create_records(
+    client: &reqwest::Client,
+    url: &str,
+    records: Vec<Value>,
+) -> anyhow::Result<()> {
+    let out = post(client, url, &json!({"records": records})).await?;
+    match out["failedRecords"].as_array().filter(|f| !f.is_empty()) {
+        Some(failed) => bail!("{} records failed to load: {}", failed.len(), failed[0]),
+        None => Ok(()),
+    }
 }
 
 /// Records per request of the writer in the under-ingest phase.
@@ -362,19 +374,9 @@ async fn ingest_steadily(
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         tick.tick().await;
         let records: Vec<Value> = (i..i + INGEST_BATCH)
-            .map(|j| {
-                json!({
-                    "requestIdentifier": format!("w{j}"),
-                    "namespaces": [format!("/actors/a{}", j % opts.actors)],
-                    "content": {"text": zipf_text(&mut rng, 20, opts.skip_ranks)},
-                    "timestamp": 1_700_000_000.0 + j as f64,
-                })
-            })
+            .map(|j| record_body('w', j, &mut rng, &opts))
             .collect();
-        let out = post(&client, &url, &json!({"records": records})).await?;
-        if let Some(f) = out["failedRecords"].as_array().and_then(|f| f.first()) {
-            bail!("a record failed to load while ingesting: {f}");
-        }
+        create_records(&client, &url, records).await?;
         i += INGEST_BATCH;
     }
     Ok((i - first, started.elapsed().as_secs_f64()))

@@ -108,13 +108,15 @@ pub(crate) fn read_now<T>(
     f(&reader).map_err(ApiError::from)
 }
 
-/// Runs a short blocking call (a read that may scan, a retrieval that must wait) on the worker thread that handles the
-/// request. On the multi-threaded runtime `block_in_place` first hands the worker's other
-/// tasks to another thread, so none of them waits behind the call. Against a hand-off to
-/// the blocking pool, the call runs where the request's data is already in cache and the
-/// answer needs no thread wake-up: REST retrieval at 100k records went from p50 1.07 ms
-/// to 0.79–0.84 (2 clients on 2 cores, `memlog bench retrieve`). A current-thread runtime
-/// (some tests run one) cannot lend its only thread, so there the call goes to the pool.
+/// Runs a short blocking call (a read that may scan, a retrieval that must wait) on the
+/// worker thread that handles the request. On the multi-threaded runtime
+/// `block_in_place` first hands the worker's other tasks to another thread, so none of
+/// them waits behind the call. Against a hand-off to the blocking pool, the call runs where
+/// the request's data is already in cache and the answer needs no thread wake-up: REST
+/// retrieval at 100k records went from p50 1.07 ms to 0.79–0.84 (2 clients on 2 cores,
+/// `memlog bench retrieve`, before retrieval moved onto the worker itself). A
+/// current-thread runtime (some tests run one) cannot lend its only thread, so there the
+/// call goes to the pool.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> ApiResult<T> {

@@ -365,3 +365,186 @@ async fn acknowledged_events_survive_kill_9() {
         acked.len()
     );
 }
+
+/// A record batch the server acknowledged (201): each record's id and the one word only
+/// it contains.
+struct AckedRecord {
+    id: String,
+    word: String,
+}
+
+/// One client: BatchCreateMemoryRecords of 5 records until `stop` or the connection fails.
+/// The API answers a batch once its records are searchable, so an acknowledged record must
+/// be found after any crash.
+async fn record_writer(
+    client: reqwest::Client,
+    url: String,
+    memory: String,
+    trial: usize,
+    c: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<AckedRecord> {
+    let mut acked = Vec::new();
+    for seq in 0..MAX_PER_CLIENT {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let words: Vec<String> = (0..5).map(|i| format!("zq{trial}x{c}y{seq}w{i}")).collect();
+        let records: Vec<Value> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                json!({"requestIdentifier": format!("r{i}"), "namespaces": ["/crash"],
+                       "content": {"text": format!("a note that mentions {w} once")},
+                       "timestamp": common::now_secs()})
+            })
+            .collect();
+        let Ok(resp) = client
+            .post(format!("{url}/memories/{memory}/memoryRecords/batchCreate"))
+            .json(&json!({"records": records}))
+            .send()
+            .await
+        else {
+            break;
+        };
+        let status = resp.status().as_u16();
+        let Ok(body) = resp.json::<Value>().await else {
+            break;
+        };
+        assert_eq!(status, 201, "before the kill: {body}");
+        let ok = body["successfulRecords"]
+            .as_array()
+            .expect("successfulRecords");
+        assert_eq!(ok.len(), 5, "{body}");
+        for item in ok {
+            let i: usize = item["requestIdentifier"].as_str().unwrap()[1..]
+                .parse()
+                .unwrap();
+            acked.push(AckedRecord {
+                id: item["memoryRecordId"].as_str().unwrap().to_owned(),
+                word: words[i].clone(),
+            });
+        }
+    }
+    acked
+}
+
+/// Waits until `/health` says the indexes have caught up with the log.
+async fn wait_caught_up(client: &reqwest::Client, url: &str) {
+    for _ in 0..600 {
+        let body: Value = client
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .expect("GET /health")
+            .json()
+            .await
+            .expect("/health answers JSON");
+        if body["index"]["indexedLsn"].as_u64() >= body["lastLsn"].as_u64() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the indexes did not catch up with the log within a minute");
+}
+
+/// `kill -9` while clients create records, restart, and find every acknowledged record by
+/// the word only it holds. The full-text index makes new records searchable from memory
+/// and commits them to disk about once a second, so a kill loses what it held in memory
+/// (the test checks that at least one did): the restart must index those records again
+/// from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_records_stay_searchable_after_kill_9() {
+    const WRITERS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(SEED ^ 1);
+    let mut server = Server::start(dir.path(), &[]);
+    let client = client();
+    let memory = common::create_memory(&client, server.url(), "crashrecords", 30).await;
+    let mut acked: Vec<AckedRecord> = Vec::new();
+    let mut kills_with_uncommitted = 0;
+    for trial in 0..3 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|c| {
+                tokio::spawn(record_writer(
+                    client.clone(),
+                    server.url().to_owned(),
+                    memory.clone(),
+                    trial,
+                    c,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        let delay = rng.u64(300..=900);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        // What the kill takes: records searchable (indexed) but not yet committed to the
+        // full-text index on disk.
+        let health: Value = client
+            .get(format!("{}/health", server.url()))
+            .send()
+            .await
+            .expect("GET /health")
+            .json()
+            .await
+            .expect("/health answers JSON");
+        let index = &health["index"];
+        if index["bm25Checkpoint"].as_u64() < index["indexedLsn"].as_u64() {
+            kills_with_uncommitted += 1;
+        }
+        let status = server.kill9();
+        assert!(!status.success(), "{status}");
+        stop.store(true, Ordering::Relaxed);
+        let before = acked.len();
+        for w in writers {
+            acked.extend(w.await.unwrap());
+        }
+        server = Server::start(dir.path(), &[]);
+        wait_caught_up(&client, server.url()).await;
+        let mut missing = Vec::new();
+        for a in &acked {
+            let (status, found) = common::post_json(
+                &client,
+                &format!("{}/memories/{memory}/retrieve", server.url()),
+                &json!({"searchCriteria": {"searchQuery": a.word, "topK": 5},
+                        "namespace": "/crash"}),
+            )
+            .await;
+            assert_eq!(status, 200, "{found}");
+            let ids: Vec<&str> = found["memoryRecordSummaries"]
+                .as_array()
+                .expect("memoryRecordSummaries")
+                .iter()
+                .filter_map(|h| h["memoryRecordId"].as_str())
+                .collect();
+            if !ids.contains(&a.id.as_str()) {
+                missing.push(format!("{} ({}): got {ids:?}", a.id, a.word));
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "{} of {} acknowledged records not found by their word after the restart:\n{}",
+            missing.len(),
+            acked.len(),
+            missing[..missing.len().min(10)].join("\n")
+        );
+        println!(
+            "trial {trial}: SIGKILL after {delay} ms; {} records acknowledged, {} in all, \
+             every one found after the restart",
+            acked.len() - before,
+            acked.len()
+        );
+    }
+    assert!(
+        acked.len() >= 15,
+        "only {} records acknowledged in 3 trials: the test checked too little",
+        acked.len()
+    );
+    assert!(
+        kills_with_uncommitted > 0,
+        "no kill found searchable records left uncommitted: the test checked too little"
+    );
+    let status = server.sigterm_and_wait();
+    assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+}

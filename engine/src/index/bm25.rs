@@ -40,17 +40,30 @@
 //! when k matching documents pass it. Ties are broken by smaller key first, so results are
 //! deterministic.
 //!
-//! # Durability
+//! # Durability and visibility
 //!
 //! [`Bm25::commit`] runs tantivy's two-phase commit with the checkpoint (memlog's LSN) as the
 //! commit payload, so the documents and the checkpoint become durable atomically; the reader is
-//! then reloaded by hand ([`ReloadPolicy::Manual`]) so a search right after `commit` sees
-//! everything committed. Documents added since the last commit are lost on a crash or drop: the
-//! caller replays its log from [`Bm25::checkpoint`]. Searches only see committed documents.
+//! then reloaded by hand ([`ReloadPolicy::Manual`]). Documents added since the last commit are
+//! lost on a crash or drop: the caller replays its log from [`Bm25::checkpoint`].
+//!
+//! Tantivy searches only committed segments, and a commit is expensive for the searches
+//! around it: it writes a segment and fsyncs, the readers reload, and ever more small
+//! segments are merged in the background. So changes are made searchable without one:
+//! [`Bm25::publish`] moves the changes since the last publish into an in-memory *delta*,
+//! and searches read the last commit's segments and the delta together. The delta is a
+//! short list of immutable chunks, each with its own small inverted index (term →
+//! document, frequency), merged pairwise like a binary counter so a search looks into
+//! O(log n) of them; a map from each key changed since the commit to its live version
+//! tells which committed and delta documents are superseded. Publishing builds a new
+//! view (searcher + chunks + that map) and swaps it in: a search clones an `Arc` of the
+//! view and never waits on the writer. A commit swaps in the new searcher with an empty
+//! delta. Scores do not depend on where a document is: the statistics add the delta's
+//! counts to the segments' (a document deleted since the commit still counts, as in a
+//! segment until it is merged), and the delta scores with tantivy's arithmetic.
 //!
 //! The writer runs one indexing thread with a small memory budget; tantivy's default
-//! `LogMergePolicy` merges small segments in the background, which keeps the segment count
-//! bounded under many tiny commits.
+//! `LogMergePolicy` merges small segments in the background.
 //!
 //! # Statistics
 //!
@@ -66,9 +79,9 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering as MemOrder};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
 
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::Column;
@@ -179,6 +192,8 @@ struct GroupStats<'a> {
     searcher: &'a Searcher,
     group_docs: u64,
     group_tokens: u64,
+    /// The delta's document frequencies of the query's terms (empty without a delta).
+    delta_df: Vec<(Term, u64)>,
 }
 
 impl Bm25StatisticsProvider for GroupStats<'_> {
@@ -191,7 +206,12 @@ impl Bm25StatisticsProvider for GroupStats<'_> {
     }
 
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
-        self.searcher.doc_freq(term)
+        let delta = self
+            .delta_df
+            .iter()
+            .find(|(t, _)| t == term)
+            .map_or(0, |(_, df)| *df);
+        Ok(self.searcher.doc_freq(term)? + delta)
     }
 }
 
@@ -238,16 +258,262 @@ fn schema() -> (Schema, Fields) {
 
 /// A BM25 full-text index of `(key, group, text)` documents. See the module documentation.
 pub struct Bm25 {
-    /// Writes take this lock; searches never do (they read the last committed state), so a
-    /// slow commit does not stall retrieval.
-    writer: Mutex<IndexWriter<TantivyDocument>>,
+    /// The writer and the changes not yet published. Writes, [`Bm25::publish`] and
+    /// [`Bm25::commit`] take this lock; searches never do.
+    pending: Mutex<Pending>,
     reader: IndexReader,
+    /// What searches see: the last commit's searcher and what was published since. A
+    /// search clones the `Arc` and lets go of the lock at once; publish and commit swap in
+    /// a new view.
+    view: RwLock<Arc<View>>,
     fields: Fields,
     checkpoint: AtomicU64,
     /// Where the index lives, for error messages (`None` in RAM).
     path: Option<PathBuf>,
     /// Group → segment → the group's token total in that segment.
     group_tokens: Mutex<HashMap<String, HashMap<tantivy::index::SegmentId, u64>>>,
+}
+
+/// The writer, and what was written since the last publish.
+struct Pending {
+    writer: IndexWriter<TantivyDocument>,
+    /// Changes since the last publish, in order; they are in the writer too.
+    staged: Vec<Change>,
+    /// The next [`DeltaDoc::seq`].
+    next_seq: u64,
+    /// Documents added since the last commit.
+    uncommitted_docs: u64,
+    /// When the first change after the last commit was made.
+    first_uncommitted: Option<Instant>,
+}
+
+/// A change made since the last commit, as the delta needs it.
+enum Change {
+    Add(DeltaDoc, Vec<(String, u32)>),
+    Delete(u64),
+    DeleteGroup(String),
+}
+
+impl Pending {
+    fn change(&mut self, change: Change) {
+        if let Change::Add(..) = change {
+            self.uncommitted_docs += 1;
+        }
+        self.first_uncommitted.get_or_insert_with(Instant::now);
+        self.staged.push(change);
+    }
+}
+
+/// A document added since the last commit, as the delta keeps it.
+#[derive(Clone)]
+struct DeltaDoc {
+    key: u64,
+    /// Order of addition since the commit: the document is live while `View::newest` maps
+    /// its key to this number.
+    seq: u64,
+    group: Arc<str>,
+    namespaces: Arc<[String]>,
+    /// Length in tokens, quantised as tantivy's fieldnorms are.
+    len: u32,
+}
+
+/// Documents published together (or merged from several publishes), with an inverted index
+/// of their own. Immutable once in a [`View`].
+#[derive(Default)]
+struct Chunk {
+    docs: Vec<DeltaDoc>,
+    /// Group-tagged term → (index in `docs`, term frequency), in `docs` order.
+    postings: HashMap<String, Vec<(u32, u32)>>,
+    /// Group → (documents, their quantised lengths summed).
+    groups: HashMap<Arc<str>, (u64, u64)>,
+}
+
+impl Chunk {
+    fn push(&mut self, doc: DeltaDoc, freqs: &[(String, u32)]) {
+        let at = u32::try_from(self.docs.len()).expect("fewer than 2^32 uncommitted documents");
+        for (term, tf) in freqs {
+            self.postings
+                .entry(term.clone())
+                .or_default()
+                .push((at, *tf));
+        }
+        let group = self.groups.entry(Arc::clone(&doc.group)).or_default();
+        group.0 += 1;
+        group.1 += u64::from(doc.len);
+        self.docs.push(doc);
+    }
+
+    /// `older` followed by `newer`, as one chunk.
+    fn merged(older: &Chunk, newer: &Chunk) -> Chunk {
+        let offset = u32::try_from(older.docs.len()).expect("fewer than 2^32 documents");
+        let mut postings = older.postings.clone();
+        for (term, list) in &newer.postings {
+            postings
+                .entry(term.clone())
+                .or_default()
+                .extend(list.iter().map(|&(d, tf)| (d + offset, tf)));
+        }
+        let mut groups = older.groups.clone();
+        for (group, (docs, tokens)) in &newer.groups {
+            let g = groups.entry(Arc::clone(group)).or_default();
+            g.0 += docs;
+            g.1 += tokens;
+        }
+        let mut docs = Vec::with_capacity(older.docs.len() + newer.docs.len());
+        docs.extend(older.docs.iter().cloned());
+        docs.extend(newer.docs.iter().cloned());
+        Chunk {
+            docs,
+            postings,
+            groups,
+        }
+    }
+}
+
+/// What a search sees: the searcher of the last commit, and the delta, i.e. the changes
+/// published since (see the module documentation).
+///
+/// The delta's statistics follow tantivy's: a document deleted or replaced since the
+/// commit still counts in N, the document frequencies and the average length, as a
+/// deleted document counts in tantivy until its segment is merged.
+struct View {
+    searcher: Searcher,
+    /// Published documents, oldest first. At most about log2 of their number: a new chunk
+    /// is merged into the one before it while that one is not larger.
+    chunks: Vec<Arc<Chunk>>,
+    /// Every key added or deleted since the commit → the `seq` of its live version in the
+    /// delta, or `None` if deleted. Committed documents with these keys are not live.
+    newest: HashMap<u64, Option<u64>>,
+    /// Groups deleted since the commit: none of their committed documents is live.
+    dropped: HashSet<String>,
+}
+
+impl View {
+    fn committed(searcher: Searcher) -> View {
+        View {
+            searcher,
+            chunks: Vec::new(),
+            newest: HashMap::new(),
+            dropped: HashSet::new(),
+        }
+    }
+
+    /// This view with `changes` published on top.
+    fn with(&self, changes: Vec<Change>, next_seq: &mut u64) -> View {
+        let mut chunks = self.chunks.clone();
+        let mut newest = self.newest.clone();
+        let mut dropped = self.dropped.clone();
+        let mut chunk = Chunk::default();
+        for change in changes {
+            match change {
+                Change::Add(mut doc, freqs) => {
+                    doc.seq = *next_seq;
+                    *next_seq += 1;
+                    newest.insert(doc.key, Some(doc.seq));
+                    chunk.push(doc, &freqs);
+                }
+                Change::Delete(key) => {
+                    newest.insert(key, None);
+                }
+                Change::DeleteGroup(group) => {
+                    let docs = chunks.iter().flat_map(|c| c.docs.iter());
+                    for doc in docs.chain(chunk.docs.iter()) {
+                        if *doc.group == *group {
+                            newest.insert(doc.key, None);
+                        }
+                    }
+                    dropped.insert(group);
+                }
+            }
+        }
+        if !chunk.docs.is_empty() {
+            let mut chunk = Arc::new(chunk);
+            // Like a binary counter: each document is copied O(log n) times, and a search
+            // looks into O(log n) chunks.
+            while let Some(last) = chunks.last()
+                && last.docs.len() <= chunk.docs.len()
+            {
+                chunk = Arc::new(Chunk::merged(last, &chunk));
+                chunks.pop();
+            }
+            chunks.push(chunk);
+        }
+        View {
+            searcher: self.searcher.clone(),
+            chunks,
+            newest,
+            dropped,
+        }
+    }
+
+    /// The delta's documents of `group` and their lengths summed (deleted ones included).
+    fn group_totals(&self, group: &str) -> (u64, u64) {
+        self.chunks
+            .iter()
+            .filter_map(|c| c.groups.get(group))
+            .fold((0, 0), |(d, t), (docs, tokens)| (d + docs, t + tokens))
+    }
+
+    /// The delta's document frequency of a group-tagged term (deleted documents included).
+    fn doc_freq(&self, tagged: &str) -> u64 {
+        self.chunks
+            .iter()
+            .filter_map(|c| c.postings.get(tagged))
+            .map(|list| list.len() as u64)
+            .sum()
+    }
+
+    /// BM25 over the delta's live documents of `group`: `weights` are idf × (k1 + 1) of the
+    /// `tagged` terms, from statistics over the committed documents and the delta together.
+    /// Same arithmetic as tantivy's scorer, so scores compare with the committed hits'.
+    fn search(
+        &self,
+        group: &str,
+        tagged: &[String],
+        weights: &[f32],
+        avg_len: f32,
+        namespaces: Option<&[String]>,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        let mut scores = Vec::new();
+        for chunk in &self.chunks {
+            let lists: Vec<(&[(u32, u32)], f32)> = tagged
+                .iter()
+                .zip(weights)
+                .filter_map(|(t, w)| chunk.postings.get(t).map(|l| (l.as_slice(), *w)))
+                .collect();
+            if lists.is_empty() {
+                continue;
+            }
+            // Dense per chunk: the delta is small (see `Tuning::bm25_commit_docs`).
+            scores.clear();
+            scores.resize(chunk.docs.len(), 0.0f32);
+            for (list, weight) in lists {
+                for &(d, tf) in list {
+                    let len = chunk.docs[d as usize].len;
+                    let tf = tf as f32;
+                    let norm = K1 * (1.0 - B + B * len as f32 / avg_len);
+                    scores[d as usize] += weight * (tf / (tf + norm));
+                }
+            }
+            for (doc, &score) in chunk.docs.iter().zip(&scores) {
+                // Every posting adds a positive score (idf > 0).
+                if score > 0.0
+                    && self.newest.get(&doc.key) == Some(&Some(doc.seq))
+                    && *doc.group == *group
+                    && namespaces.is_none_or(|ns| doc.namespaces.iter().any(|n| ns.contains(n)))
+                    && filter.is_none_or(|f| f(doc.key))
+                {
+                    hits.push(Hit {
+                        score,
+                        key: doc.key,
+                    });
+                }
+            }
+        }
+        hits
+    }
 }
 
 impl std::fmt::Debug for Bm25 {
@@ -301,14 +567,22 @@ impl Bm25 {
         let writer = index
             .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
             .map_err(err)?;
-        let reader = index
+        let reader: IndexReader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()
             .map_err(err)?;
+        let view = View::committed(reader.searcher());
         Ok(Bm25 {
-            writer: Mutex::new(writer),
+            pending: Mutex::new(Pending {
+                writer,
+                staged: Vec::new(),
+                next_seq: 0,
+                uncommitted_docs: 0,
+                first_uncommitted: None,
+            }),
             reader,
+            view: RwLock::new(Arc::new(view)),
             fields,
             checkpoint: AtomicU64::new(checkpoint),
             path,
@@ -362,8 +636,22 @@ impl Bm25 {
         self.checkpoint.load(MemOrder::Acquire)
     }
 
-    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter<TantivyDocument>> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What searches see now.
+    fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set_view(&self, view: View) {
+        let old = std::mem::replace(
+            &mut *self.view.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(view),
+        );
+        // Freed here, outside the lock, if no search holds it.
+        drop(old);
     }
 
     /// Adds a document. `key` is unique across the index (memlog's internal record number);
@@ -391,14 +679,32 @@ impl Bm25 {
         doc.add_u64(self.fields.key, key);
         doc.add_text(self.fields.group, group);
         let tag = group_tag(group);
-        let tokens = Bm25::analyze(text)
+        let terms: Vec<String> = Bm25::analyze(text)
+            .into_iter()
+            .map(|t| format!("{tag}{t}"))
+            .collect();
+        let mut freqs: HashMap<&str, u32> = HashMap::new();
+        for t in &terms {
+            *freqs.entry(t.as_str()).or_default() += 1;
+        }
+        let mut freqs: Vec<(String, u32)> =
+            freqs.into_iter().map(|(t, f)| (t.to_owned(), f)).collect();
+        freqs.sort_unstable();
+        let delta = DeltaDoc {
+            key,
+            seq: 0,
+            group: Arc::from(group),
+            namespaces: Arc::from(namespaces),
+            len: quantised_len(terms.len()),
+        };
+        let tokens = terms
             .into_iter()
             .enumerate()
-            .map(|(position, t)| Token {
+            .map(|(position, text)| Token {
                 offset_from: 0,
                 offset_to: 0,
                 position,
-                text: format!("{tag}{t}"),
+                text,
                 position_length: 1,
             })
             .collect();
@@ -409,9 +715,12 @@ impl Bm25 {
                 tokens,
             },
         );
-        self.writer()
+        let mut pending = self.pending();
+        pending
+            .writer
             .add_document(doc)
             .map_err(|e| tantivy_error(&self.path, e))?;
+        pending.change(Change::Add(delta, freqs));
         Ok(())
     }
 
@@ -424,15 +733,22 @@ impl Bm25 {
     /// Removes the document with this key (no-op if absent). It also removes a document added
     /// earlier in the same uncommitted batch.
     pub fn delete(&self, key: u64) -> Result<()> {
-        self.writer()
+        let mut pending = self.pending();
+        pending
+            .writer
             .delete_term(Term::from_field_u64(self.fields.key, key));
+        pending.change(Change::Delete(key));
         Ok(())
     }
 
     /// Deletes every document of a group (memory deleted).
     pub fn delete_group(&self, group: &str) -> Result<()> {
-        self.writer()
+        let mut pending = self.pending();
+        pending
+            .writer
             .delete_term(Term::from_field_text(self.fields.group, group));
+        pending.change(Change::DeleteGroup(group.to_owned()));
+        drop(pending);
         // Recomputed from the postings if the group is searched again.
         self.group_tokens
             .lock()
@@ -441,14 +757,28 @@ impl Bm25 {
         Ok(())
     }
 
-    /// Makes everything added/deleted so far durable together with `checkpoint`, and visible to
-    /// `search` when it returns.
+    /// Makes everything added or deleted so far visible to searches, at once, without
+    /// making it durable: the changes go into the in-memory delta (see the module
+    /// documentation). Cheap: it does not touch tantivy.
+    pub fn publish(&self) -> Result<()> {
+        let mut pending = self.pending();
+        if pending.staged.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut pending.staged);
+        let next = self.view().with(changes, &mut pending.next_seq);
+        self.set_view(next);
+        Ok(())
+    }
+
+    /// Makes everything added or deleted so far durable together with `checkpoint`, and
+    /// visible to searches when it returns (it publishes too).
     ///
     /// `checkpoint` must not be lower than the current one. If this fails, the index on disk is
     /// still at the previous commit; drop this `Bm25`, reopen and replay from
     /// [`Bm25::checkpoint`].
     pub fn commit(&self, checkpoint: u64) -> Result<()> {
-        let mut writer = self.writer();
+        let mut pending = self.pending();
         if checkpoint < self.checkpoint() {
             return Err(Error::Invalid(format!(
                 "BM25 checkpoint would go back from {} to {checkpoint}",
@@ -456,12 +786,25 @@ impl Bm25 {
             )));
         }
         let err = |e| tantivy_error(&self.path, e);
-        let mut prepared = writer.prepare_commit().map_err(err)?;
+        let mut prepared = pending.writer.prepare_commit().map_err(err)?;
         prepared.set_payload(&checkpoint.to_string());
         prepared.commit().map_err(err)?;
         self.checkpoint.store(checkpoint, MemOrder::Release);
         self.reader.reload().map_err(err)?;
+        // The new searcher holds everything: the delta goes, in the same swap (the lock
+        // on `pending` keeps publishes out meanwhile).
+        pending.staged.clear();
+        pending.uncommitted_docs = 0;
+        pending.first_uncommitted = None;
+        self.set_view(View::committed(self.reader.searcher()));
         Ok(())
+    }
+
+    /// Documents added since the last commit, and when the first change after it was
+    /// made (`None` when nothing changed): what a caller weighs to decide when to commit.
+    pub fn uncommitted(&self) -> (u64, Option<Instant>) {
+        let pending = self.pending();
+        (pending.uncommitted_docs, pending.first_uncommitted)
     }
 
     /// Top-k by BM25 (k1 = 1.2, b = 0.75), best first, within `group`, only keys for which
@@ -496,15 +839,85 @@ impl Bm25 {
         if terms.is_empty() || k == 0 || namespaces.is_some_and(|(ns, _)| ns.is_empty()) {
             return Ok(Vec::new());
         }
-        let searcher = self.reader.searcher();
+        let view = self.view();
+        let searcher = &view.searcher;
         let err = |e| tantivy_error(&self.path, e);
-        let group_docs = searcher
+        let committed_docs = searcher
             .doc_freq(&Term::from_field_text(self.fields.group, group))
             .map_err(err)?;
+        let (delta_docs, delta_tokens) = view.group_totals(group);
+        let group_docs = committed_docs + delta_docs;
         if group_docs == 0 {
             return Ok(Vec::new());
         }
-        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(terms.len() + 1);
+        let tag = group_tag(group);
+        let tagged: Vec<String> = terms.iter().map(|t| format!("{tag}{t}")).collect();
+        let text_terms: Vec<Term> = tagged
+            .iter()
+            .map(|t| Term::from_field_text(self.fields.text, t))
+            .collect();
+        let group_tokens = if committed_docs > 0 {
+            self.group_tokens(searcher, group).map_err(err)?
+        } else {
+            0
+        };
+        let stats = GroupStats {
+            searcher,
+            group_docs,
+            group_tokens: group_tokens + delta_tokens,
+            delta_df: if view.chunks.is_empty() {
+                Vec::new()
+            } else {
+                text_terms
+                    .iter()
+                    .zip(&tagged)
+                    .map(|(term, t)| (term.clone(), view.doc_freq(t)))
+                    .collect()
+            },
+        };
+        let mut hits = Vec::new();
+        // A group deleted since the commit has no committed documents left to find.
+        if committed_docs > 0 && !view.dropped.contains(group) {
+            // Committed documents changed since the commit are the delta's to answer for.
+            let superseded = |key: u64| -> bool {
+                !view.newest.contains_key(&key) && filter.is_none_or(|f| f(key))
+            };
+            let filter: Option<&(dyn Fn(u64) -> bool + Sync)> = if view.newest.is_empty() {
+                filter
+            } else {
+                Some(&superseded)
+            };
+            hits = self
+                .search_committed(searcher, &stats, &text_terms, k, namespaces, filter)
+                .map_err(err)?;
+        }
+        if !view.chunks.is_empty() {
+            let avg_len = stats.group_tokens as f32 / group_docs as f32;
+            let mut weights = Vec::with_capacity(text_terms.len());
+            for term in &text_terms {
+                let df = stats.doc_freq(term).map_err(err)?;
+                weights.push(idf(df, group_docs) * (1.0 + K1));
+            }
+            let scope = namespaces.map(|(ns, _)| ns);
+            hits.extend(view.search(group, &tagged, &weights, avg_len, scope, filter));
+            hits.sort_unstable_by(|a, b| b.cmp(a));
+            hits.truncate(k);
+        }
+        Ok(hits.into_iter().map(|h| (h.key, h.score)).collect())
+    }
+
+    /// The committed part of [`Bm25::search_scoped`]: tantivy, with `stats` (which count
+    /// the delta's documents too).
+    fn search_committed(
+        &self,
+        searcher: &Searcher,
+        stats: &GroupStats<'_>,
+        text_terms: &[Term],
+        k: usize,
+        namespaces: Option<(&[String], NsScope)>,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> tantivy::Result<Vec<Hit>> {
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::with_capacity(text_terms.len() + 1);
         let mut ns_terms = None;
         if let Some((namespaces, NsScope::Collected)) = namespaces {
             ns_terms = Some(
@@ -532,12 +945,9 @@ impl Bm25 {
                 )),
             ));
         }
-        let tag = group_tag(group);
-        for term in &terms {
-            let clause: Box<dyn Query> = Box::new(TermQuery::new(
-                Term::from_field_text(self.fields.text, &format!("{tag}{term}")),
-                IndexRecordOption::WithFreqs,
-            ));
+        for term in text_terms {
+            let clause: Box<dyn Query> =
+                Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
             clauses.push((Occur::Should, clause));
         }
         let query = BooleanQuery::with_minimum_required_clauses(clauses, 1);
@@ -548,25 +958,17 @@ impl Bm25 {
             ns_field: self.fields.ns,
             best: Mutex::new(Vec::with_capacity(2 * k.min(1024))),
         };
-        let stats = GroupStats {
-            searcher: &searcher,
-            group_docs,
-            group_tokens: self.group_tokens(&searcher, group).map_err(err)?,
-        };
-        let hits = searcher
-            .search_with_statistics_provider(&query, &collector, &stats)
-            .map_err(err)?;
-        Ok(hits.into_iter().map(|h| (h.key, h.score)).collect())
+        searcher.search_with_statistics_provider(&query, &collector, stats)
     }
 
-    /// Number of live documents (as of the last commit).
+    /// Number of live documents as of the last commit (the delta is not counted).
     pub fn num_docs(&self) -> u64 {
-        self.reader.searcher().num_docs()
+        self.view().searcher.num_docs()
     }
 
     /// Number of segments in the last committed state (for monitoring merges).
     pub fn num_segments(&self) -> usize {
-        self.reader.searcher().segment_readers().len()
+        self.view().searcher.segment_readers().len()
     }
 
     /// The analyzer's output for `text` (for tests and for naive scoring over ad-hoc candidate
@@ -1320,5 +1722,171 @@ mod tests {
             "{} segments",
             index.num_segments()
         );
+    }
+
+    /// A `Bm25` whose segments are never merged, so a document deleted since its segment
+    /// was written counts in the statistics for good (as in the delta).
+    fn unmerged() -> Bm25 {
+        let index = Bm25::in_memory().unwrap();
+        index
+            .pending()
+            .writer
+            .set_merge_policy(Box::new(tantivy::indexer::NoMergePolicy));
+        index
+    }
+
+    /// Random changes, published now and then and committed rarely, against an index that
+    /// commits at every publish. Without deletes the two answer every search alike, same
+    /// documents and same scores, whether a document sits in a segment or in the delta.
+    /// With replaces, deletes and a group deletion they return the same documents; their
+    /// scores may differ, because tantivy drops a segment whose documents are all deleted
+    /// at commit, which the reference does more often (the statistics count deleted
+    /// documents only approximately, with or without the delta). In both, a small k gives
+    /// the first k of the full ranking: the best of the segments and the delta together.
+    fn delta_against_commits(seed: u64, deletes: bool) {
+        let mut rng = Rng(seed);
+        let delta = unmerged();
+        let reference = unmerged();
+        let namespaces = ["/a", "/b", "/c"];
+        let (mut publishes, mut commits, mut merged_chunks) = (0u64, 0u64, false);
+        let mut published_keys = 0usize;
+        for step in 0..600u64 {
+            let key = if deletes { rng.below(80) as u64 } else { step };
+            let group = if key % 2 == 0 { "g0" } else { "g1" };
+            match rng.below(100) {
+                0..60 => {
+                    let text = rng.words(12);
+                    let ns = vec![namespaces[rng.below(3)].to_owned()];
+                    for index in [&delta, &reference] {
+                        // As the indexer writes a record: delete the key, then add it.
+                        if deletes {
+                            index.delete(key).unwrap();
+                        }
+                        index.add_scoped(key, group, &text, &ns).unwrap();
+                    }
+                }
+                60..75 if deletes => {
+                    for index in [&delta, &reference] {
+                        index.delete(key).unwrap();
+                    }
+                }
+                75..76 if deletes && step > 300 => {
+                    for index in [&delta, &reference] {
+                        index.delete_group("g1").unwrap();
+                    }
+                }
+                _ => {}
+            }
+            if rng.below(5) != 0 {
+                continue;
+            }
+            publishes += 1;
+            reference.commit(step).unwrap();
+            if rng.below(12) == 0 {
+                commits += 1;
+                delta.commit(step).unwrap();
+            } else {
+                delta.publish().unwrap();
+            }
+            let view = delta.view();
+            let in_delta: usize = view.chunks.iter().map(|c| c.docs.len()).sum();
+            merged_chunks |= view.chunks.len() > 1;
+            assert!(
+                view.chunks.len() <= 1 + (usize::BITS - in_delta.leading_zeros()) as usize,
+                "{} chunks for {in_delta} documents",
+                view.chunks.len()
+            );
+            published_keys = published_keys.max(view.newest.len());
+            drop(view);
+            let every_third = |key: u64| !key.is_multiple_of(3);
+            for _ in 0..4 {
+                let query = rng.words(3);
+                for group in ["g0", "g1"] {
+                    let scopes = [
+                        None,
+                        Some((vec!["/a".to_owned()], NsScope::Required)),
+                        Some((vec!["/a".to_owned(), "/c".to_owned()], NsScope::Collected)),
+                    ];
+                    for scope in &scopes {
+                        let scope = scope.as_ref().map(|(ns, s)| (ns.as_slice(), *s));
+                        for filter in [None, Some(&every_third as &(dyn Fn(u64) -> bool + Sync))] {
+                            let what = format!("step {step}, {query:?} in {group}, {scope:?}");
+                            let search = |index: &Bm25, k| {
+                                index
+                                    .search_scoped(group, &query, k, scope, filter)
+                                    .unwrap()
+                            };
+                            let (got, want) = (search(&delta, 1000), search(&reference, 1000));
+                            let mut got_keys = keys(&got);
+                            let mut want_keys = keys(&want);
+                            got_keys.sort_unstable();
+                            want_keys.sort_unstable();
+                            assert_eq!(got_keys, want_keys, "{what}");
+                            for pair in got.windows(2) {
+                                assert!(pair[0].1 >= pair[1].1, "{what}: not ranked");
+                            }
+                            if !deletes {
+                                let want: HashMap<u64, f32> = want.into_iter().collect();
+                                for (key, score) in &got {
+                                    assert_close((*score).into(), want[key].into(), &what);
+                                }
+                            }
+                            let top = search(&delta, 3);
+                            assert_eq!(top.len(), got.len().min(3), "{what}");
+                            for (a, b) in top.iter().zip(&got) {
+                                assert_close(a.1.into(), b.1.into(), &what);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The run must have exercised what it claims to.
+        assert!(
+            publishes > 80 && commits > 3,
+            "{publishes} publishes, {commits} commits"
+        );
+        assert!(merged_chunks, "the delta never held more than one chunk");
+        assert!(published_keys > 20, "the delta never held many keys");
+    }
+
+    #[test]
+    fn the_delta_scores_as_committed_segments_do() {
+        delta_against_commits(23, false);
+    }
+
+    #[test]
+    fn the_delta_finds_what_committed_segments_find_across_deletes() {
+        delta_against_commits(29, true);
+    }
+
+    #[test]
+    fn publish_shows_changes_without_committing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Bm25::open(dir.path()).unwrap();
+            index.add(1, "g", "hiking in the mountains").unwrap();
+            index.commit(5).unwrap();
+            assert_eq!(index.uncommitted(), (0, None));
+            index.add(2, "g", "hiking by the river").unwrap();
+            index.delete(1).unwrap();
+            // Staged: not searchable yet.
+            assert_eq!(keys(&index.search("g", "hiking", 10, None).unwrap()), [1]);
+            index.publish().unwrap();
+            assert_eq!(keys(&index.search("g", "hiking", 10, None).unwrap()), [2]);
+            let (docs, since) = index.uncommitted();
+            assert_eq!(docs, 1);
+            assert!(since.is_some());
+            assert_eq!(index.checkpoint(), 5);
+            assert_eq!(index.num_docs(), 1, "committed documents only");
+        } // dropped without a commit: the delta is gone, as after a crash
+        let index = Bm25::open(dir.path()).unwrap();
+        assert_eq!(index.checkpoint(), 5);
+        assert_eq!(keys(&index.search("g", "hiking", 10, None).unwrap()), [1]);
+        index.add(2, "g", "hiking by the river").unwrap();
+        index.delete(1).unwrap();
+        index.commit(7).unwrap();
+        assert_eq!(keys(&index.search("g", "hiking", 10, None).unwrap()), [2]);
+        assert_eq!(index.uncommitted(), (0, None));
     }
 }

@@ -339,28 +339,40 @@ impl Hnsw {
     }
 
     /// The searches [`Hnsw::insert`] makes for a point of `level` (results per layer, empty
-    /// above the graph's top), without changing anything.
+    /// above the graph's top, closest first by exact distance), without changing anything.
+    ///
+    /// The beam walks the int8 codes, as [`Hnsw::search`] does; each layer's results are
+    /// then given their exact `f32` distances, which the neighbour selection compares.
     fn search_for_insert(&self, vector: &[f32], level: usize) -> Vec<Vec<u64>> {
         let mut out = vec![Vec::new(); level + 1];
         if self.entry == NONE {
             return out;
         }
-        let space = Exact { h: self, q: vector };
+        let space = Coded {
+            codes: &self.codes,
+            q: Codes::query(vector),
+        };
         let (ep, ep_dist) = self.descend(&space, self.max_level, level);
         let top = level.min(self.max_level);
         with_visited(self.len(), |visited| {
+            // Each layer's search starts from the results of the layer above.
+            let mut seeds = vec![pack(ep_dist, ep)];
             for l in (0..=top).rev() {
-                // Each layer's search starts from the results of the layer above.
-                let entry = [pack(ep_dist, ep)];
-                let seeds: &[u64] = if l == top { &entry } else { &out[l + 1] };
-                out[l] = self.search_layer(
+                let found = self.search_layer(
                     &space,
-                    seeds,
+                    &seeds,
                     self.params.ef_construction,
                     l,
                     |_| true,
                     visited,
                 );
+                let mut exact: Vec<u64> = found
+                    .iter()
+                    .map(|&p| pack(self.dist(vector, p as u32), p as u32))
+                    .collect();
+                exact.sort_unstable();
+                out[l] = exact;
+                seeds = found;
             }
         });
         out

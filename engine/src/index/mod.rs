@@ -1188,15 +1188,18 @@ impl SearchIndex {
         if bm25_touched {
             self.bm25.publish()?;
         }
-        self.persist_if_due(false)?;
         // Both sides have applied everything up to `last` (BM25 may keep an older
-        // checkpoint on disk when the last entries did not concern it).
-        let visible = last;
-        let mut g = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
-        if visible > *g {
-            *g = visible;
-            self.indexed_cv.notify_all();
+        // checkpoint on disk when the last entries did not concern it): searchable now,
+        // before any persisting, so a writer waiting on the watermark never waits for a
+        // snapshot write or a BM25 commit.
+        {
+            let mut g = self.indexed.lock().unwrap_or_else(|p| p.into_inner());
+            if last > *g {
+                *g = last;
+                self.indexed_cv.notify_all();
+            }
         }
+        self.persist_if_due(false)?;
         Ok(entries.len() as u64)
     }
 

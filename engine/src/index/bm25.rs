@@ -384,6 +384,9 @@ struct View {
     /// Every key added or deleted since the commit → the `seq` of its live version in the
     /// delta, or `None` if deleted. Committed documents with these keys are not live.
     newest: HashMap<u64, Option<u64>>,
+    /// The `seq` of every delta document that is not live (replaced or deleted since):
+    /// usually empty, so a search rarely looks anything up for a delta document.
+    superseded: HashSet<u64>,
     /// Groups deleted since the commit: none of their committed documents is live.
     dropped: HashSet<String>,
 }
@@ -394,6 +397,7 @@ impl View {
             searcher,
             chunks: Vec::new(),
             newest: HashMap::new(),
+            superseded: HashSet::new(),
             dropped: HashSet::new(),
         }
     }
@@ -402,24 +406,29 @@ impl View {
     fn with(&self, changes: Vec<Change>, next_seq: &mut u64) -> View {
         let mut chunks = self.chunks.clone();
         let mut newest = self.newest.clone();
+        let mut superseded = self.superseded.clone();
         let mut dropped = self.dropped.clone();
         let mut chunk = Chunk::default();
+        // Records `key`'s new state; its previous delta version, if any, is no longer live.
+        let mut set = |key: u64, seq: Option<u64>| {
+            if let Some(Some(old)) = newest.insert(key, seq) {
+                superseded.insert(old);
+            }
+        };
         for change in changes {
             match change {
                 Change::Add(mut doc, freqs) => {
                     doc.seq = *next_seq;
                     *next_seq += 1;
-                    newest.insert(doc.key, Some(doc.seq));
+                    set(doc.key, Some(doc.seq));
                     chunk.push(doc, &freqs);
                 }
-                Change::Delete(key) => {
-                    newest.insert(key, None);
-                }
+                Change::Delete(key) => set(key, None),
                 Change::DeleteGroup(group) => {
                     let docs = chunks.iter().flat_map(|c| c.docs.iter());
                     for doc in docs.chain(chunk.docs.iter()) {
                         if *doc.group == *group {
-                            newest.insert(doc.key, None);
+                            set(doc.key, None);
                         }
                     }
                     dropped.insert(group);
@@ -442,6 +451,7 @@ impl View {
             searcher: self.searcher.clone(),
             chunks,
             newest,
+            superseded,
             dropped,
         }
     }
@@ -500,7 +510,7 @@ impl View {
             for (doc, &score) in chunk.docs.iter().zip(&scores) {
                 // Every posting adds a positive score (idf > 0).
                 if score > 0.0
-                    && self.newest.get(&doc.key) == Some(&Some(doc.seq))
+                    && (self.superseded.is_empty() || !self.superseded.contains(&doc.seq))
                     && *doc.group == *group
                     && namespaces.is_none_or(|ns| doc.namespaces.iter().any(|n| ns.contains(n)))
                     && filter.is_none_or(|f| f(doc.key))

@@ -1388,8 +1388,10 @@ impl SearchIndex {
                     let indexed = self.indexed_lsn();
                     let g = self.committed.lock().unwrap_or_else(|p| p.into_inner());
                     if *g <= indexed && !self.stop.load(Ordering::Acquire) {
-                        // Woken by a commit, or time-based persisting.
-                        let _ = self.committed_cv.wait_timeout(g, Duration::from_secs(1));
+                        // Woken by a commit, or when a BM25 commit or other persisting
+                        // is due: the delta is scanned whole by every search, so it should
+                        // not outlive its interval.
+                        let _ = self.committed_cv.wait_timeout(g, self.idle_wait());
                     }
                 }
                 Ok(_) => {}
@@ -1402,6 +1404,18 @@ impl SearchIndex {
         }
         if let Err(e) = self.persist_if_due(true) {
             tracing::error!("indexer: final persist failed: {e}");
+        }
+    }
+
+    /// How long the idle indexer may sleep: until BM25's uncommitted changes are due for
+    /// their commit, at most 1 s (for the time-based persisting of snapshots).
+    fn idle_wait(&self) -> Duration {
+        let second = Duration::from_secs(1);
+        match self.bm25.uncommitted() {
+            (_, Some(since)) => Duration::from_millis(self.tuning.bm25_commit_millis)
+                .saturating_sub(since.elapsed())
+                .clamp(Duration::from_millis(1), second),
+            (_, None) => second,
         }
     }
 

@@ -9,6 +9,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -270,6 +271,43 @@ async fn verify(url: &str, memory: &str, acked: &[Acked]) {
     );
 }
 
+/// Clients writing to the server until [`kill9_and_collect`].
+struct Writers<T> {
+    stop: Arc<AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<T>>,
+}
+
+/// Starts `n` clients, `client(c, stop)` for each `c`; each stops at `stop` or when its
+/// connection fails, and returns what the server acknowledged to it.
+fn start_writers<T, F, Fut>(n: usize, client: F) -> Writers<T>
+where
+    F: Fn(usize, Arc<AtomicBool>) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles = (0..n)
+        .map(|c| tokio::spawn(client(c, stop.clone())))
+        .collect();
+    Writers { stop, handles }
+}
+
+/// SIGKILLs the server while `writers` write, stops them and returns what each was
+/// acknowledged.
+async fn kill9_and_collect<T>(server: &mut Server, writers: Writers<T>) -> Vec<T> {
+    let status = server.kill9();
+    assert!(
+        !status.success(),
+        "SIGKILL should end memlog abnormally: {status}"
+    );
+    writers.stop.store(true, Ordering::Relaxed);
+    let mut out = Vec::with_capacity(writers.handles.len());
+    for h in writers.handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_events_survive_kill_9() {
     let trials = trials();
@@ -281,33 +319,17 @@ async fn acknowledged_events_survive_kill_9() {
     let mut acked: Vec<Acked> = Vec::new();
     let mut per_trial = Vec::new();
     for trial in 0..trials {
-        let client = client();
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                tokio::spawn(writer(
-                    client.clone(),
-                    server.url().to_owned(),
-                    memory.clone(),
-                    trial,
-                    c,
-                    stop.clone(),
-                ))
-            })
-            .collect();
+        let (client, url) = (client(), server.url().to_owned());
+        let writers = start_writers(CLIENTS, |c, stop| {
+            writer(client.clone(), url.clone(), memory.clone(), trial, c, stop)
+        });
         let delay = rng.u64(100..=600);
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        let status = server.kill9();
-        assert!(
-            !status.success(),
-            "SIGKILL should end memlog abnormally: {status}"
-        );
-        stop.store(true, Ordering::Relaxed);
+        let tallies = kill9_and_collect(&mut server, writers).await;
 
         let mut unexpected = Vec::new();
         let before = acked.len();
-        for w in writers {
-            let t = w.await.unwrap();
+        for t in tallies {
             acked.extend(t.acked);
             unexpected.extend(t.unexpected);
         }
@@ -432,14 +454,7 @@ async fn record_writer(
 /// Waits until `/health` says the indexes have caught up with the log.
 async fn wait_caught_up(client: &reqwest::Client, url: &str) {
     for _ in 0..600 {
-        let body: Value = client
-            .get(format!("{url}/health"))
-            .send()
-            .await
-            .expect("GET /health")
-            .json()
-            .await
-            .expect("/health answers JSON");
+        let body = common::health(client, url).await;
         if body["index"]["indexedLsn"].as_u64() >= body["lastLsn"].as_u64() {
             return;
         }
@@ -464,41 +479,22 @@ async fn acknowledged_records_stay_searchable_after_kill_9() {
     let mut acked: Vec<AckedRecord> = Vec::new();
     let mut kills_with_uncommitted = 0;
     for trial in 0..3 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|c| {
-                tokio::spawn(record_writer(
-                    client.clone(),
-                    server.url().to_owned(),
-                    memory.clone(),
-                    trial,
-                    c,
-                    stop.clone(),
-                ))
-            })
-            .collect();
+        let url = server.url().to_owned();
+        let writers = start_writers(WRITERS, |c, stop| {
+            record_writer(client.clone(), url.clone(), memory.clone(), trial, c, stop)
+        });
         let delay = rng.u64(300..=900);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         // What the kill takes: records searchable (indexed) but not yet committed to the
         // full-text index on disk.
-        let health: Value = client
-            .get(format!("{}/health", server.url()))
-            .send()
-            .await
-            .expect("GET /health")
-            .json()
-            .await
-            .expect("/health answers JSON");
+        let health = common::health(&client, &url).await;
         let index = &health["index"];
         if index["bm25Checkpoint"].as_u64() < index["indexedLsn"].as_u64() {
             kills_with_uncommitted += 1;
         }
-        let status = server.kill9();
-        assert!(!status.success(), "{status}");
-        stop.store(true, Ordering::Relaxed);
         let before = acked.len();
-        for w in writers {
-            acked.extend(w.await.unwrap());
+        for records in kill9_and_collect(&mut server, writers).await {
+            acked.extend(records);
         }
         server = Server::start(dir.path(), &[]);
         wait_caught_up(&client, server.url()).await;

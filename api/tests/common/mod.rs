@@ -266,15 +266,20 @@ pub async fn post_json(
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-/// `/health`'s `lastLsn`.
-pub async fn last_lsn(client: &reqwest::Client, url: &str) -> u64 {
+/// `/health`'s answer (asserted to be a 200).
+pub async fn health(client: &reqwest::Client, url: &str) -> serde_json::Value {
     let resp = client
         .get(format!("{url}/health"))
         .send()
         .await
         .expect("GET /health");
     assert_eq!(resp.status().as_u16(), 200);
-    let body: serde_json::Value = resp.json().await.expect("/health answers JSON");
+    resp.json().await.expect("/health answers JSON")
+}
+
+/// `/health`'s `lastLsn`.
+pub async fn last_lsn(client: &reqwest::Client, url: &str) -> u64 {
+    let body = health(client, url).await;
     assert_eq!(body["status"], "ok", "{body}");
     body["lastLsn"]
         .as_u64()

@@ -655,8 +655,7 @@ pub async fn get(
 ) -> ApiResult<Json<Value>> {
     let memory_id = MemoryId::parse(&memory_id)?;
     let record_id = RecordId::parse(&record_id)?;
-    let rid = record_id.clone();
-    let row = read_now(&state, |r| r.get_record(&memory_id, &rid))?;
+    let row = read_now(&state, |r| r.get_record(&memory_id, &record_id))?;
     if !in_namespace(&row, &q.namespace) {
         return Err(ApiError::from(memlog_engine::Error::not_found(format!(
             "memory record {record_id} is not in namespace {}",

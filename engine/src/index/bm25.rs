@@ -60,7 +60,9 @@
 //! view and never waits on the writer. A commit swaps in the new searcher with an empty
 //! delta. Scores do not depend on where a document is: the statistics add the delta's
 //! counts to the segments' (a document deleted since the commit still counts, as in a
-//! segment until it is merged), and the delta scores with tantivy's arithmetic.
+//! segment until it is merged), and the delta scores with tantivy's arithmetic. With
+//! deletes the counts are approximate either way: tantivy also drops, at commit, a
+//! segment whose documents are all deleted.
 //!
 //! The writer runs one indexing thread with a small memory budget; tantivy's default
 //! `LogMergePolicy` merges small segments in the background.
@@ -375,7 +377,8 @@ impl Chunk {
 ///
 /// The delta's statistics follow tantivy's: a document deleted or replaced since the
 /// commit still counts in N, the document frequencies and the average length, as a
-/// deleted document counts in tantivy until its segment is merged.
+/// deleted document counts in tantivy until its segment is merged (or, if all of its
+/// segment is deleted, until the next commit drops the segment).
 struct View {
     searcher: Searcher,
     /// Published documents, oldest first. At most about log2 of their number: a new chunk

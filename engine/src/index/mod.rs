@@ -125,8 +125,9 @@ impl Default for Tuning {
             persist_every_entries: 5_000,
             persist_every_secs: 30,
             // A commit per indexer step (20 a second under a steady writer) is what the
-            // delta avoids; one a second keeps the delta small. 20k documents in it
-            // doubled the p50 of a retrieval at 100k records.
+            // delta avoids; one a second keeps the delta small. Committing every 30 s or
+            // 20k documents, one of two runs measured a retrieval p50 of 1.53 ms at 100k
+            // records (0.85 in the other, 0.76–0.80 without the delta).
             bm25_commit_millis: 1_000,
             bm25_commit_docs: 5_000,
         }

@@ -466,6 +466,8 @@ pub fn targets(out: &Path, stages: &[Stage]) -> Vec<Target> {
 ///
 /// - candle (f32), which spreads a batch over every core: per core is its total divided
 ///   by the cores;
+/// - memlog's own forward pass (`memlog-minilm`: bf16 products, f32 elsewhere), on one
+///   thread;
 /// - ONNX Runtime f32 and int8 (when `memlog model fetch --onnx` has built them), on one
 ///   intra-op thread: per core is what that thread does.
 ///
@@ -473,7 +475,7 @@ pub fn targets(out: &Path, stages: &[Stage]) -> Vec<Target> {
 /// model's own (candle or ONNX f32); int8 is reported beside it with its agreement with
 /// f32 (cosine), because its vectors are a space of their own.
 pub fn embed_throughput(model: &Path, batches: usize, out: &Path) -> anyhow::Result<Value> {
-    use memlog_engine::embed::{Embedder, MiniLm};
+    use memlog_engine::embed::{Embedder, MiniLm, NativeMiniLm};
     const TEXTS: usize = 32;
     const SEED: u64 = 7;
     let run = Run::start(
@@ -513,26 +515,28 @@ pub fn embed_throughput(model: &Path, batches: usize, out: &Path) -> anyhow::Res
         "min_cosine_to_candle": 1.0,
     })];
     let mut notes = Vec::new();
-    onnx_runtimes(
-        model,
-        &mut |name, m| {
-            let (per_sec, vectors) = time(m, &format!("{name}, batches of 32"))?;
-            let min_cos = vectors
-                .iter()
-                .zip(&exact)
-                .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
-                .fold(f32::INFINITY, f32::min);
-            runtimes.push(json!({
-                "runtime": name,
-                "threads": 1,
-                "per_sec": per_sec,
-                "per_core_per_sec": per_sec,
-                "min_cosine_to_candle": min_cos,
-            }));
-            Ok(())
-        },
-        &mut notes,
-    )?;
+    let mut measure = |name: &str, m: &dyn Embedder| -> anyhow::Result<()> {
+        let (per_sec, vectors) = time(m, &format!("{name}, batches of 32"))?;
+        let min_cos = vectors
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+            .fold(f32::INFINITY, f32::min);
+        runtimes.push(json!({
+            "runtime": name,
+            "threads": 1,
+            "per_sec": per_sec,
+            "per_core_per_sec": per_sec,
+            "min_cosine_to_candle": min_cos,
+        }));
+        Ok(())
+    };
+    let native =
+        NativeMiniLm::load(model, 1).with_context(|| format!("cannot load {}", model.display()))?;
+    let name = native.runtime().to_owned();
+    measure(&name, &native)?;
+    drop(native);
+    onnx_runtimes(model, &mut measure, &mut notes)?;
     let exact_best = runtimes
         .iter()
         .filter(|r| {
@@ -565,7 +569,8 @@ pub fn embed_throughput(model: &Path, batches: usize, out: &Path) -> anyhow::Res
         "# memlog bench all: embedding throughput\n\n\
          all-MiniLM-L6-v2 on every runtime present, {batches} batches of {TEXTS} seeded 120-byte \
          texts each after one warm-up batch, in one run. candle spreads a batch over all \
-         {cores} cores (per core = total / cores); ONNX Runtime runs on one thread.\n\n\
+         {cores} cores (per core = total / cores); memlog's bf16 forward pass and ONNX \
+         Runtime run on one thread.\n\n\
          | runtime | threads | sentences/s | per core | ratio to candle per core | min cosine to candle |\n\
          |---|---:|---:|---:|---:|---:|\n"
     );

@@ -133,6 +133,7 @@ struct Scratch {
     hidden: Vec<f32>,
     keys: Vec<f32>,
     scores: Vec<f32>,
+    mask: Vec<f32>,
 }
 
 impl Model {
@@ -429,6 +430,7 @@ impl Model {
             context: &mut s.context,
             keys: &mut s.keys,
             scores: &mut s.scores,
+            mask: &mut s.mask,
             lens,
             hidden: h,
             heads,
@@ -473,6 +475,7 @@ struct Attention<'a> {
     context: &'a mut [f32],
     keys: &'a mut Vec<f32>,
     scores: &'a mut Vec<f32>,
+    mask: &'a mut Vec<f32>,
     lens: &'a [usize],
     hidden: usize,
     heads: usize,
@@ -494,6 +497,7 @@ impl pulp::WithSimd for Attention<'_> {
             context,
             keys,
             scores,
+            mask,
             lens,
             hidden: h,
             heads,
@@ -508,6 +512,16 @@ impl pulp::WithSimd for Attention<'_> {
             // The padding of both is computed on but never read: no need to clear it.
             resize(keys, h * padded);
             resize(scores, len * padded);
+            // Two rows over the padded width: 1 for a real token and 0 for padding (to
+            // zero the padding's exponentials), then 0 and -∞ (to keep it out of the max).
+            resize(mask, 2 * padded);
+            for (j, m) in mask.iter_mut().enumerate() {
+                *m = match (j < padded, j % padded < len) {
+                    (true, real) => f32::from(u8::from(real)),
+                    (false, true) => 0.0,
+                    (false, false) => f32::NEG_INFINITY,
+                };
+            }
             // All heads' keys transposed at once: row `e` holds key element `e` of every
             // token (contiguous writes; the strided reads stay in cache).
             for (e, out) in keys.chunks_exact_mut(padded).enumerate() {
@@ -519,39 +533,70 @@ impl pulp::WithSimd for Attention<'_> {
                 let keys = &keys[head * d * padded..][..d * padded];
                 // Scores, `Q` queries at a time: each key vector loaded once feeds `Q`
                 // independent multiply-add chains.
-                let query = |i: usize, k: usize| rows[i * 3 * h + head * d + k] * scale;
                 for i0 in (0..len).step_by(Q) {
                     let n = (len - i0).min(Q);
+                    // Rows past the text's end repeat its last query (so every block has
+                    // `Q` rows and the loops unroll); their results are not stored.
+                    let q: [&[f32]; Q] = std::array::from_fn(|r| {
+                        let i = (i0 + r).min(len - 1);
+                        &rows[i * 3 * h + head * d..][..d]
+                    });
                     for c in 0..padded / S::F32_LANES {
                         let mut acc = [simd.splat_f32s(0.0); Q];
                         for k in 0..d {
                             let (key, _) = S::as_simd_f32s(&keys[k * padded..][..padded]);
-                            for (r, acc) in acc.iter_mut().enumerate().take(n) {
-                                let q = simd.splat_f32s(query(i0 + r, k));
-                                *acc = simd.mul_add_f32s(q, key[c], *acc);
+                            let kv = key[c];
+                            for r in 0..Q {
+                                let qv = simd.splat_f32s(q[r][k]);
+                                acc[r] = simd.mul_add_f32s(qv, kv, acc[r]);
                             }
                         }
                         for (r, acc) in acc.iter().enumerate().take(n) {
-                            let (row, _) =
-                                S::as_mut_simd_f32s(&mut scores[(i0 + r) * padded..][..padded]);
-                            row[c] = *acc;
+                            let row = &mut scores[(i0 + r) * padded..][..padded];
+                            let (row, _) = S::as_mut_simd_f32s(row);
+                            row[c] = simd.mul_f32s(*acc, simd.splat_f32s(scale));
                         }
                     }
                 }
+                // Softmax of each row over its `len` real scores, in whole vectors: the
+                // padding is -∞ for the maximum and 0 after the exponential.
+                let (keep, _) = S::as_simd_f32s(mask);
+                let (hide, _) = S::as_simd_f32s(&mask[padded..]);
                 for row in scores.chunks_exact_mut(padded) {
-                    math::softmax(&mut row[..len]);
+                    let (v, _) = S::as_simd_f32s(row);
+                    let max = v
+                        .iter()
+                        .zip(hide)
+                        .fold(simd.splat_f32s(f32::NEG_INFINITY), |m, (&x, &hide)| {
+                            simd.max_f32s(m, simd.add_f32s(x, hide))
+                        });
+                    math::exp_minus(row, simd.reduce_max_f32s(max));
+                    let (v, _) = S::as_mut_simd_f32s(row);
+                    let mut sum = simd.splat_f32s(0.0);
+                    for (x, &keep) in v.iter_mut().zip(keep) {
+                        *x = simd.mul_f32s(*x, keep);
+                        sum = simd.add_f32s(sum, *x);
+                    }
+                    let inv = simd.splat_f32s(1.0 / simd.reduce_sum_f32s(sum));
+                    for x in v {
+                        *x = simd.mul_f32s(*x, inv);
+                    }
                 }
                 // The output, `Q` queries at a time likewise.
+                let whole = d - d % S::F32_LANES;
                 for i0 in (0..len).step_by(Q) {
                     let n = (len - i0).min(Q);
-                    let whole = d - d % S::F32_LANES;
+                    let p: [&[f32]; Q] = std::array::from_fn(|r| {
+                        let i = (i0 + r).min(len - 1);
+                        &scores[i * padded..][..len]
+                    });
                     for c in 0..whole / S::F32_LANES {
                         let mut acc = [simd.splat_f32s(0.0); Q];
                         for (j, vrow) in rows.chunks_exact(3 * h).enumerate() {
                             let (v, _) = S::as_simd_f32s(&vrow[2 * h + head * d..][..d]);
-                            for (r, acc) in acc.iter_mut().enumerate().take(n) {
-                                let p = simd.splat_f32s(scores[(i0 + r) * padded + j]);
-                                *acc = simd.mul_add_f32s(p, v[c], *acc);
+                            let vv = v[c];
+                            for r in 0..Q {
+                                acc[r] = simd.mul_add_f32s(simd.splat_f32s(p[r][j]), vv, acc[r]);
                             }
                         }
                         for (r, acc) in acc.iter().enumerate().take(n) {
@@ -560,14 +605,12 @@ impl pulp::WithSimd for Attention<'_> {
                             out[c] = *acc;
                         }
                     }
-                    for r in 0..n {
+                    for (r, p) in p.iter().enumerate().take(n) {
                         for t in whole..d {
                             ctx[(i0 + r) * h + head * d + t] = rows
                                 .chunks_exact(3 * h)
-                                .enumerate()
-                                .map(|(j, vrow)| {
-                                    scores[(i0 + r) * padded + j] * vrow[2 * h + head * d + t]
-                                })
+                                .zip(p.iter())
+                                .map(|(vrow, &p)| p * vrow[2 * h + head * d + t])
                                 .sum();
                         }
                     }

@@ -13,8 +13,9 @@
 //! - [`record`]: long-term memory records, their versions and filters.
 //! - [`index`]: HNSW and BM25 indexes over records (projections with their own
 //!   checkpoints, followed by an indexer thread) and hybrid retrieval.
-//! - [`embed`]: the [`embed::Embedder`] trait; all-MiniLM-L6-v2 on candle, and a hashing
-//!   fallback that is not semantic.
+//! - [`embed`]: the [`embed::Embedder`] trait; all-MiniLM-L6-v2 on memlog's own bf16
+//!   forward pass (`memlog-minilm`), ONNX Runtime or candle, and a hashing fallback that
+//!   is not semantic.
 //! - [`strategy`]: memory strategy configuration as stored.
 //! - [`extraction`]: extraction runs in the log and the state that drives the strategy
 //!   worker (which sessions have unextracted events).

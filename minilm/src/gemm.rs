@@ -11,7 +11,7 @@
 //! Two implementations of the same arithmetic:
 //!
 //! - `avx512`: register tiles of [`MR`] rows × [`NR`] columns (24 accumulators), used when
-//!   the CPU has AVX-512 BF16 (checked at run time, once);
+//!   the CPU has AVX-512 BF16 (checked at run time, once; [`Kernel::best`]);
 //! - [`portable`]: plain loops over the same bf16 values, for every other CPU and as the
 //!   oracle the kernel is tested against.
 //!
@@ -121,12 +121,38 @@ pub fn pack_row(row: &[f32], out: &mut [u32]) {
     }
 }
 
-/// Which implementation [`matmul`] runs on this CPU.
-pub fn kernel() -> &'static str {
-    if avx512::available() {
-        "AVX-512 BF16"
-    } else {
-        "portable"
+/// Which implementation runs the products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The AVX-512 BF16 register tiles.
+    Avx512Bf16,
+    /// The same arithmetic in plain Rust (vectorised by the compiler where it can).
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest this CPU runs.
+    pub fn best() -> Kernel {
+        if avx512::available() {
+            Kernel::Avx512Bf16
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    /// `self` if this CPU can run it, else [`Kernel::Portable`].
+    pub fn or_portable(self) -> Kernel {
+        match self {
+            Kernel::Avx512Bf16 if avx512::available() => self,
+            _ => Kernel::Portable,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512Bf16 => "AVX-512 BF16",
+            Kernel::Portable => "portable",
+        }
     }
 }
 
@@ -135,14 +161,15 @@ pub fn kernel() -> &'static str {
 ///
 /// # Panics
 /// If `a` or `out` is shorter than `m` rows.
-pub fn matmul(a: &[u32], m: usize, w: &Packed, out: &mut [f32]) {
-    matmul_then(a, m, w, out, |_, _| {});
+pub fn matmul(kernel: Kernel, a: &[u32], m: usize, w: &Packed, out: &mut [f32]) {
+    matmul_then(kernel, a, m, w, out, |_, _| {});
 }
 
 /// [`matmul`], calling `then(first, rows)` on each block of finished output rows (at most
 /// [`MR`] of them, in order, `first` the index of the first) while they are still in
 /// cache: the place for what comes next (activation, residual and norm, packing).
 pub fn matmul_then(
+    kernel: Kernel,
     a: &[u32],
     m: usize,
     w: &Packed,
@@ -152,10 +179,9 @@ pub fn matmul_then(
     let kp = w.k / 2;
     assert!(a.len() >= m * kp, "A has fewer than {m} rows of {}", w.k);
     assert!(out.len() >= m * w.n, "C has fewer than {m} rows of {}", w.n);
-    if avx512::available() {
-        avx512::matmul(a, m, w, out, then);
-    } else {
-        portable(a, m, w, out, then);
+    match kernel.or_portable() {
+        Kernel::Avx512Bf16 => avx512::matmul(a, m, w, out, then),
+        Kernel::Portable => portable(a, m, w, out, then),
     }
 }
 
@@ -368,7 +394,7 @@ mod tests {
             to_pairs(&a, &mut pairs);
             let want = exact(&a, &w, &bias, m, n, k);
             let mut fast = vec![f32::NAN; m * n];
-            matmul(&pairs, m, &packed, &mut fast);
+            matmul(Kernel::best(), &pairs, m, &packed, &mut fast);
             let mut slow = vec![f32::NAN; m * n];
             let mut blocks = Vec::new();
             portable(&pairs, m, &packed, &mut slow, |first, rows| {
@@ -381,7 +407,7 @@ mod tests {
                 next += rows;
             }
             assert_eq!(next, m);
-            for (what, got) in [(kernel(), &fast), ("portable", &slow)] {
+            for (what, got) in [(Kernel::best().name(), &fast), ("portable", &slow)] {
                 for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - e).abs() <= 1e-4,

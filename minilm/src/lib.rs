@@ -97,6 +97,7 @@ pub struct Model {
     eps: f32,
     /// Work buffers of finished forward passes, reused (one per concurrent caller).
     scratch: std::sync::Mutex<Vec<Scratch>>,
+    kernel: gemm::Kernel,
 }
 
 impl std::fmt::Debug for Model {
@@ -106,6 +107,10 @@ impl std::fmt::Debug for Model {
             .finish_non_exhaustive()
     }
 }
+
+/// The most tokens a forward pass may have had for its work buffers to be kept for the
+/// next (~25 MB at this size for MiniLM); bigger ones are freed.
+const KEEP_TOKENS: usize = 4096;
 
 /// `v` with length `n`, keeping its allocation and not clearing what it held: every buffer
 /// of [`Scratch`] is written in full before it is read.
@@ -256,8 +261,22 @@ impl Model {
             layers,
             eps: c.layer_norm_eps as f32,
             scratch: std::sync::Mutex::new(Vec::new()),
+            kernel: gemm::Kernel::best(),
             config,
         })
+    }
+
+    /// The model running its products on `kernel` instead of the fastest this CPU has
+    /// ([`Kernel::Avx512Bf16`](gemm::Kernel::Avx512Bf16) falls back to the portable code on a
+    /// CPU without it). For tests and measurements: both give the same vectors.
+    pub fn with_kernel(mut self, kernel: gemm::Kernel) -> Model {
+        self.kernel = kernel.or_portable();
+        self
+    }
+
+    /// What runs the products.
+    pub fn kernel(&self) -> gemm::Kernel {
+        self.kernel
     }
 
     pub fn config(&self) -> &Config {
@@ -351,7 +370,11 @@ impl Model {
                 out
             },
         );
-        if let Ok(mut pool) = self.scratch.lock() {
+        // Keep the buffers for the next call unless a batch of long texts made them big:
+        // the 1536-wide hidden layer alone is 6 KB per token.
+        if total <= KEEP_TOKENS
+            && let Ok(mut pool) = self.scratch.lock()
+        {
             pool.push(s);
         }
         out
@@ -369,7 +392,7 @@ impl Model {
         let m = s.x.len() / h;
         let eps = self.eps;
         resize(&mut s.qkv, m * 3 * h);
-        gemm::matmul(&s.pairs, m, &layer.qkv, &mut s.qkv);
+        gemm::matmul(self.kernel, &s.pairs, m, &layer.qkv, &mut s.qkv);
 
         resize(&mut s.context, m * h);
         self.attention(lens, s);
@@ -387,6 +410,7 @@ impl Model {
         resize(hidden, m * inter);
         resize(spare, m * h / 2);
         gemm::matmul_then(
+            self.kernel,
             pairs,
             m,
             &layer.attn_out,
@@ -396,21 +420,29 @@ impl Model {
         std::mem::swap(pairs, spare);
 
         resize(spare, m * inter / 2);
-        gemm::matmul_then(pairs, m, &layer.up, hidden, |first, block: &mut [f32]| {
-            let rows = block.len() / inter;
-            let spare = &mut spare[first * inter / 2..(first + rows) * inter / 2];
-            math::vectorized(
-                #[inline(always)]
-                || {
-                    math::gelu(block);
-                    gemm::pack_row(block, spare);
-                },
-            );
-        });
+        gemm::matmul_then(
+            self.kernel,
+            pairs,
+            m,
+            &layer.up,
+            hidden,
+            |first, block: &mut [f32]| {
+                let rows = block.len() / inter;
+                let spare = &mut spare[first * inter / 2..(first + rows) * inter / 2];
+                math::vectorized(
+                    #[inline(always)]
+                    || {
+                        math::gelu(block);
+                        gemm::pack_row(block, spare);
+                    },
+                );
+            },
+        );
         std::mem::swap(pairs, spare);
 
         resize(spare, m * h / 2);
         gemm::matmul_then(
+            self.kernel,
             pairs,
             m,
             &layer.down,
@@ -506,6 +538,9 @@ impl pulp::WithSimd for Attention<'_> {
         let scale = 1.0 / (d as f32).sqrt();
         let mut start = 0;
         for &len in lens {
+            if len == 0 {
+                continue;
+            }
             let padded = len.next_multiple_of(PAD);
             let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
             let ctx = &mut context[start * h..(start + len) * h];
@@ -525,9 +560,13 @@ impl pulp::WithSimd for Attention<'_> {
             // All heads' keys transposed at once: row `e` holds key element `e` of every
             // token (contiguous writes; the strided reads stay in cache).
             for (e, out) in keys.chunks_exact_mut(padded).enumerate() {
-                for (o, row) in out[..len].iter_mut().zip(rows.chunks_exact(3 * h)) {
+                let (real, padding) = out.split_at_mut(len);
+                for (o, row) in real.iter_mut().zip(rows.chunks_exact(3 * h)) {
                     *o = row[h + e];
                 }
+                // Zero keys give the padding exact zero scores (never read, but never
+                // anything that could overflow either).
+                padding.fill(0.0);
             }
             for head in 0..heads {
                 let keys = &keys[head * d * padded..][..d * padded];

@@ -30,7 +30,7 @@ impl NativeMiniLm {
     /// Whether this CPU runs the bf16 kernel (AVX-512 BF16); without it the portable code
     /// computes the same vectors several times slower.
     pub fn accelerated() -> bool {
-        memlog_minilm::gemm::kernel() != "portable"
+        memlog_minilm::gemm::Kernel::best() != memlog_minilm::gemm::Kernel::Portable
     }
 
     /// Loads the model in `dir` (the files of [`super::MODEL_FILES`]), to run on `threads`
@@ -73,7 +73,7 @@ impl std::fmt::Debug for NativeMiniLm {
         f.debug_struct("NativeMiniLm")
             .field("dir", &self.dir)
             .field("threads", &self.threads)
-            .field("kernel", &memlog_minilm::gemm::kernel())
+            .field("kernel", &self.model.kernel())
             .finish_non_exhaustive()
     }
 }
@@ -88,10 +88,9 @@ impl Embedder for NativeMiniLm {
     }
 
     fn runtime(&self) -> &str {
-        if NativeMiniLm::accelerated() {
-            "memlog bf16 (AVX-512 BF16)"
-        } else {
-            "memlog bf16 (portable)"
+        match self.model.kernel() {
+            memlog_minilm::gemm::Kernel::Avx512Bf16 => "memlog bf16 (AVX-512 BF16)",
+            memlog_minilm::gemm::Kernel::Portable => "memlog bf16 (portable)",
         }
     }
 

@@ -14,8 +14,9 @@
 //! # Layout
 //!
 //! - [`gemm`]: bf16 packing and `C = A·Wᵀ + b`, the AVX-512 BF16 kernel and a portable twin.
-//! - `math`: exp, erf/GELU, layer norm and softmax, written to vectorise.
-//! - this file: [`Config`], [`Model`] (loading safetensors, the forward pass, pooling).
+//! - `math`: exp, erf/GELU and layer norm, written to vectorise.
+//! - this file: [`Config`], [`Model`] (loading safetensors, the forward pass, pooling) and
+//!   attention with its softmax, in pulp's vector types.
 
 pub mod gemm;
 mod math;

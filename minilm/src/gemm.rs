@@ -99,17 +99,10 @@ impl Packed {
 /// Converts `m` rows of `k` f32 (row-major) into pair words (`m · k/2`), the form
 /// [`matmul`] reads A in. `out` is resized as needed.
 pub fn to_pairs(a: &[f32], out: &mut Vec<u32>) {
-    if out.len() < a.len() / 2 {
-        out.resize(a.len() / 2, 0);
-    }
-    out.truncate(a.len() / 2);
+    out.resize(a.len() / 2, 0);
     crate::math::vectorized(
         #[inline(always)]
-        || {
-            for (o, p) in out.iter_mut().zip(a.chunks_exact(2)) {
-                *o = pair(p[0], p[1]);
-            }
-        },
+        || pack_row(a, out),
     );
 }
 

@@ -113,17 +113,9 @@ impl std::fmt::Debug for Model {
 /// next (~25 MB at this size for MiniLM); bigger ones are freed.
 const KEEP_TOKENS: usize = 4096;
 
-/// `v` with length `n`, keeping its allocation and not clearing what it held: every buffer
-/// of [`Scratch`] is written in full before it is read.
-fn resize<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
-    if v.len() < n {
-        v.resize(n, T::default());
-    } else {
-        v.truncate(n);
-    }
-}
-
-/// Work buffers of one forward pass, reused across its layers and by later passes.
+/// Work buffers of one forward pass, reused across its layers and by later passes. They
+/// are resized (`Vec::resize` clears nothing it keeps) but never cleared: every buffer is
+/// written in full before it is read.
 #[derive(Default)]
 struct Scratch {
     /// The hidden states, one row of `hidden_size` per token of every text.
@@ -321,8 +313,8 @@ impl Model {
             .flatten()
             .unwrap_or_default();
         let Scratch { x, pairs, .. } = &mut s;
-        resize(x, total * h);
-        resize(pairs, total * h / 2);
+        x.resize(total * h, 0.0);
+        pairs.resize(total * h / 2, 0);
         let n = &self.embed_norm;
         math::vectorized(
             #[inline(always)]
@@ -389,13 +381,12 @@ impl Model {
     /// the block is in cache.
     fn layer(&self, layer: &Layer, lens: &[usize], s: &mut Scratch) {
         let h = self.config.hidden_size;
-        let inter = self.config.intermediate_size;
         let m = s.x.len() / h;
         let eps = self.eps;
-        resize(&mut s.qkv, m * 3 * h);
+        s.qkv.resize(m * 3 * h, 0.0);
         gemm::matmul(self.kernel, &s.pairs, m, &layer.qkv, &mut s.qkv);
 
-        resize(&mut s.context, m * h);
+        s.context.resize(m * h, 0.0);
         self.attention(lens, s);
         gemm::to_pairs(&s.context, &mut s.pairs);
 
@@ -407,50 +398,28 @@ impl Model {
             hidden,
             ..
         } = s;
-        resize(product, m * h);
-        resize(hidden, m * inter);
-        resize(spare, m * h / 2);
-        gemm::matmul_then(
-            self.kernel,
-            pairs,
-            m,
+        let mut step = |w: &Packed, out: &mut Vec<f32>, then: &mut FollowUp<'_>| {
+            product_then(self.kernel, pairs, spare, m, w, out, then)
+        };
+        step(
             &layer.attn_out,
             product,
-            add_norm(x, spare, &layer.attn_norm, h, eps),
+            &mut add_norm(x, &layer.attn_norm, h, eps),
         );
-        std::mem::swap(pairs, spare);
-
-        resize(spare, m * inter / 2);
-        gemm::matmul_then(
-            self.kernel,
-            pairs,
-            m,
-            &layer.up,
-            hidden,
-            |first, block: &mut [f32]| {
-                let rows = block.len() / inter;
-                let spare = &mut spare[first * inter / 2..(first + rows) * inter / 2];
-                math::vectorized(
-                    #[inline(always)]
-                    || {
-                        math::gelu(block);
-                        gemm::pack_row(block, spare);
-                    },
-                );
-            },
-        );
-        std::mem::swap(pairs, spare);
-
-        resize(spare, m * h / 2);
-        gemm::matmul_then(
-            self.kernel,
-            pairs,
-            m,
+        step(&layer.up, hidden, &mut |_, block, next| {
+            math::vectorized(
+                #[inline(always)]
+                || {
+                    math::gelu(block);
+                    gemm::pack_row(block, next);
+                },
+            );
+        });
+        step(
             &layer.down,
             product,
-            add_norm(x, spare, &layer.out_norm, h, eps),
+            &mut add_norm(x, &layer.out_norm, h, eps),
         );
-        std::mem::swap(pairs, spare);
     }
 
     /// Multi-head self-attention of each text over its own tokens, from `s.qkv` (rows of
@@ -471,23 +440,51 @@ impl Model {
     }
 }
 
+/// What runs on a block of a product's finished rows: `(first row, rows, their share of
+/// the next product's input)`.
+type FollowUp<'a> = dyn FnMut(usize, &mut [f32], &mut [u32]) + 'a;
+
+/// One matrix product of a layer: `out ← pairs · Wᵀ + b`, then `then(first, rows, next)`
+/// on each finished block of rows, `next` being those rows' share of the next product's
+/// input, written into `spare`; at the end that input becomes `pairs` (`spare` cannot be
+/// `pairs`: the product is still reading rows below the block).
+fn product_then(
+    kernel: gemm::Kernel,
+    pairs: &mut Vec<u32>,
+    spare: &mut Vec<u32>,
+    m: usize,
+    w: &Packed,
+    out: &mut Vec<f32>,
+    then: &mut FollowUp<'_>,
+) {
+    let (n, half) = (w.n(), w.n() / 2);
+    out.resize(m * n, 0.0);
+    spare.resize(m * half, 0);
+    gemm::matmul_then(kernel, pairs, m, w, out, |first, block| {
+        let rows = block.len() / n;
+        then(
+            first,
+            block,
+            &mut spare[first * half..(first + rows) * half],
+        );
+    });
+    std::mem::swap(pairs, spare);
+}
+
 /// The follow-up of a product that feeds the residual stream: for a finished block of
-/// rows, `x ← norm(x + block)`, and the new rows' pair words into `spare`.
+/// rows, `x ← norm(x + block)`, and the new rows' pair words into `next`.
 fn add_norm<'a>(
     x: &'a mut [f32],
-    spare: &'a mut [u32],
     norm: &'a Norm,
     h: usize,
     eps: f32,
-) -> impl FnMut(usize, &mut [f32]) + 'a {
-    move |first, block| {
-        let rows = block.len() / h;
-        let x = &mut x[first * h..(first + rows) * h];
-        let spare = &mut spare[first * h / 2..(first + rows) * h / 2];
+) -> impl FnMut(usize, &mut [f32], &mut [u32]) + 'a {
+    move |first, block, next| {
+        let x = &mut x[first * h..][..block.len()];
         math::vectorized(
             #[inline(always)]
             || {
-                let rows = x.chunks_exact_mut(h).zip(spare.chunks_exact_mut(h / 2));
+                let rows = x.chunks_exact_mut(h).zip(next.chunks_exact_mut(h / 2));
                 for ((x, pairs), add) in rows.zip(block.chunks_exact(h)) {
                     math::add_layer_norm(x, Some(add), &norm.gamma, &norm.beta, eps);
                     gemm::pack_row(x, pairs);
@@ -546,11 +543,11 @@ impl pulp::WithSimd for Attention<'_> {
             let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
             let ctx = &mut context[start * h..(start + len) * h];
             // The padding of both is computed on but never read: no need to clear it.
-            resize(keys, h * padded);
-            resize(scores, len * padded);
+            keys.resize(h * padded, 0.0);
+            scores.resize(len * padded, 0.0);
             // Two rows over the padded width: 1 for a real token and 0 for padding (to
             // zero the padding's exponentials), then 0 and -∞ (to keep it out of the max).
-            resize(mask, 2 * padded);
+            mask.resize(2 * padded, 0.0);
             for (j, m) in mask.iter_mut().enumerate() {
                 *m = match (j < padded, j % padded < len) {
                     (true, real) => f32::from(u8::from(real)),

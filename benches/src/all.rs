@@ -472,8 +472,9 @@ pub fn targets(out: &Path, stages: &[Stage]) -> Vec<Target> {
 ///   intra-op thread: per core is what that thread does.
 ///
 /// `per_core_per_sec` (the target's value) is the fastest runtime whose vectors are the
-/// model's own (candle or ONNX f32); int8 is reported beside it with its agreement with
-/// f32 (cosine), because its vectors are a space of their own.
+/// model's own (cosine ≥ 0.9999 to candle: candle, memlog bf16 or ONNX f32); int8 is
+/// reported beside it with its agreement with f32 (cosine), because its vectors are a
+/// space of their own.
 pub fn embed_throughput(model: &Path, batches: usize, out: &Path) -> anyhow::Result<Value> {
     use memlog_engine::embed::{Embedder, MiniLm, NativeMiniLm};
     const TEXTS: usize = 32;
